@@ -1,0 +1,123 @@
+"""Class tables of Kaggle iMaterialist (Fashion) 2019: the one place that names categories and attributes.
+
+The 46 category names and 92 attribute names are those of the competition's label_descriptions.json.
+The ``level`` values are our own grouping (1 = whole garment or accessory, 2 = garment part, closure or
+decoration); the converter always takes categories from the user's label_descriptions.json, so they only
+matter for the bundled sample dataset.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+_CATEGORY_TABLE = [
+    # (name, supercategory)
+    ("shirt, blouse", "upperbody"),
+    ("top, t-shirt, sweatshirt", "upperbody"),
+    ("sweater", "upperbody"),
+    ("cardigan", "upperbody"),
+    ("jacket", "upperbody"),
+    ("vest", "upperbody"),
+    ("pants", "lowerbody"),
+    ("shorts", "lowerbody"),
+    ("skirt", "lowerbody"),
+    ("coat", "wholebody"),
+    ("dress", "wholebody"),
+    ("jumpsuit", "wholebody"),
+    ("cape", "wholebody"),
+    ("glasses", "head"),
+    ("hat", "head"),
+    ("headband, head covering, hair accessory", "head"),
+    ("tie", "neck"),
+    ("glove", "arms and hands"),
+    ("watch", "arms and hands"),
+    ("belt", "waist"),
+    ("leg warmer", "legs and feet"),
+    ("tights, stockings", "legs and feet"),
+    ("sock", "legs and feet"),
+    ("shoe", "legs and feet"),
+    ("bag, wallet", "others"),
+    ("scarf", "others"),
+    ("umbrella", "others"),
+    ("hood", "garment parts"),
+    ("collar", "garment parts"),
+    ("lapel", "garment parts"),
+    ("epaulette", "garment parts"),
+    ("sleeve", "garment parts"),
+    ("pocket", "garment parts"),
+    ("neckline", "garment parts"),
+    ("buckle", "closures"),
+    ("zipper", "closures"),
+    ("applique", "decorations"),
+    ("bead", "decorations"),
+    ("bow", "decorations"),
+    ("flower", "decorations"),
+    ("fringe", "decorations"),
+    ("ribbon", "decorations"),
+    ("rivet", "decorations"),
+    ("ruffle", "decorations"),
+    ("sequin", "decorations"),
+    ("tassel", "decorations"),
+]
+
+_ATTRIBUTE_NAMES = [
+    "classic (t-shirt)", "polo (shirt)", "undershirt", "henley (shirt)", "ringer (t-shirt)",
+    "raglan (t-shirt)", "rugby (shirt)", "sailor (shirt)", "crop (top)", "halter (top)", "camisole",
+    "tank (top)", "peasant (top)", "tube (top)", "tunic (top)", "smock (top)", "hoodie", "blazer",
+    "pea (jacket)", "puffer (jacket)", "biker (jacket)", "trucker (jacket)", "bomber (jacket)", "anorak",
+    "safari (jacket)", "mao (jacket)", "nehru (jacket)", "norfolk (jacket)", "classic military (jacket)",
+    "track (jacket)", "windbreaker", "chanel (jacket)", "bolero", "tuxedo (jacket)", "varsity (jacket)",
+    "crop (jacket)", "jeans", "sweatpants", "leggings", "hip-huggers (pants)", "cargo (pants)", "culottes",
+    "capri (pants)", "harem (pants)", "sailor (pants)", "jodhpur", "peg (pants)", "camo (pants)",
+    "track (pants)", "crop (pants)", "short (shorts)", "booty (shorts)", "bermuda (shorts)",
+    "cargo (shorts)", "trunks", "boardshorts", "skort", "roll-up (shorts)", "tie-up (shorts)",
+    "culotte (shorts)", "lounge (shorts)", "bloomers", "tutu (skirt)", "kilt", "wrap (skirt)",
+    "skater (skirt)", "cargo (skirt)", "hobble (skirt)", "sheath (skirt)", "ball gown (skirt)",
+    "gypsy (skirt)", "rah-rah (skirt)", "prairie (skirt)", "flamenco (skirt)", "accordion (skirt)",
+    "sarong (skirt)", "tulip (skirt)", "dirndl (skirt)", "godet (skirt)", "blanket (coat)", "parka",
+    "trench (coat)", "pea (coat)", "shearling (coat)", "teddy bear (coat)", "puffer (coat)",
+    "duster (coat)", "raincoat", "kimono", "robe", "dress (coat )", "duffle (coat)",
+]
+
+NUM_CATEGORIES = 46
+NUM_ATTRIBUTES = 92
+
+CATEGORIES: List[Dict] = [
+    {"id": i, "name": name, "supercategory": sup, "level": 1 if i <= 26 else 2}
+    for i, (name, sup) in enumerate(_CATEGORY_TABLE)
+]
+ATTRIBUTES: List[Dict] = [
+    {"id": i, "name": name, "supercategory": "nickname", "level": 1}
+    for i, name in enumerate(_ATTRIBUTE_NAMES)
+]
+CATEGORY_NAMES: List[str] = [c["name"] for c in CATEGORIES]
+
+#: The main apparel categories (shirt ... cape), the classes of the semantic segmentation task.
+MAIN_APPAREL_IDS = tuple(range(13))
+
+#: Fashion category id -> COCO class name whose pretrained detector weights are a sound start.
+COCO_CLASS_FOR_CATEGORY: Dict[int, str] = {
+    16: "tie",
+    24: "handbag",
+    26: "umbrella",
+}
+
+assert len(CATEGORIES) == NUM_CATEGORIES and len(ATTRIBUTES) == NUM_ATTRIBUTES
+
+
+def label_descriptions() -> Dict:
+    """The label_descriptions.json document of the 2019 competition (info, categories, attributes)."""
+    return {
+        "info": {"year": 2019, "version": "1.0", "description": "The 2019 FGVC^6 iMaterialist Competition - Fashion track"},
+        "categories": [dict(c) for c in CATEGORIES],
+        "attributes": [dict(a) for a in ATTRIBUTES],
+    }
+
+
+def short_name(name: str) -> str:
+    """First word-group of a category name, handy for plot labels ('top, t-shirt, sweatshirt' -> 'top')."""
+    return name.split(",")[0].strip()
+
+
+def names_for(ids: Sequence[int]) -> List[str]:
+    """Category names of ``ids`` in order."""
+    return [CATEGORY_NAMES[i] for i in ids]
