@@ -1,0 +1,1 @@
+"""Datasets over the converter's COCO-style JSON: instance (Mask R-CNN) and semantic (DeepLab)."""

@@ -1,0 +1,1 @@
+"""Training-time transforms: masks decoded at working resolution, flips, RPN targets."""
