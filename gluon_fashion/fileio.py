@@ -11,6 +11,17 @@ from typing import IO, Any, Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, before any worker threads exist.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+# mkstemp creates 0600 files; outputs get the permissions a plain open() would give.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
@@ -22,6 +33,7 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -56,6 +68,7 @@ def atomic_save(path: PathLike, save_fn) -> None:
         save_fn(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,70 @@
+"""Evaluation: COCO mAP (pycocotools), the iMaterialist 2019 competition metric, pixAcc/mIoU, plots."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Dict, Optional, Union
+
+from ..errors import UserError
+from ..fileio import atomic_write_json
+from .coco import ClassAP, CocoMetrics, evaluate_coco, format_per_class_table, load_coco_gt
+from .kaggle_metric import KaggleScore, kaggle_evaluate, kaggle_score
+from .segmentation import ConfusionMatrix
+
+__all__ = ["ClassAP", "CocoMetrics", "ConfusionMatrix", "KaggleScore", "evaluate_coco", "evaluate_files",
+           "format_per_class_table", "kaggle_evaluate", "kaggle_score"]
+
+PathLike = Union[str, Path]
+
+
+def _refuse_existing(path: Optional[PathLike], flag: str, overwrite: bool) -> None:
+    if path is not None and Path(path).exists() and not overwrite:
+        raise UserError(f"{path} exists (given by {flag}); pass --overwrite to replace it")
+
+
+def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[PathLike] = None,
+                   plot: Optional[PathLike] = None, kaggle: bool = True, score_threshold: float = 0.0,
+                   overwrite: bool = False, echo: Callable[[str], None] = print) -> Dict:
+    """What tools/evaluate.py does: box and mask mAP, the per-class table, the competition score, and
+    optionally a metrics JSON (keys bbox_mAP, segm_mAP, kaggle_score, per_class, ...) and a PR/AP plot.
+
+    Returns the metrics dictionary that ``json_out`` receives.
+    """
+    _refuse_existing(json_out, "--json-out", overwrite)
+    _refuse_existing(plot, "--plot", overwrite)
+    coco_gt = load_coco_gt(annotations)
+    if not coco_gt.dataset["annotations"]:
+        raise UserError(f"{annotations}: holds no annotations, so there is nothing to evaluate against")
+    metrics = evaluate_coco(coco_gt, str(results))
+    summary = metrics.as_dict()
+    extra = {}
+    kaggle_result: Optional[KaggleScore] = None
+    if kaggle:
+        kaggle_result = kaggle_evaluate(coco_gt, str(results), score_threshold=score_threshold)
+        summary["kaggle_score"] = kaggle_result.score
+        summary["kaggle_score_threshold"] = score_threshold
+        extra["kaggle"] = kaggle_result.per_class
+        for row in summary["per_class"]:
+            value = kaggle_result.per_class.get(row["category_id"])
+            row["kaggle_score"] = value
+    echo(format_per_class_table(metrics, extra=extra))
+    echo("")
+    for iou_type, label in (("bbox", "bbox"), ("segm", "segm")):
+        echo(f"{label} mAP {_pct(getattr(metrics, f'{iou_type}_mAP'))}   AP50 {_pct(getattr(metrics, f'{iou_type}_AP50'))}"
+             f"   AP75 {_pct(getattr(metrics, f'{iou_type}_AP75'))}")
+    if kaggle_result is not None:
+        echo(f"competition score {kaggle_result.score:.4f} over {kaggle_result.num_pairs} (image, class) pairs"
+             + (f", predictions scoring >= {score_threshold}" if score_threshold > 0 else ", all predictions"))
+    if json_out is not None:
+        atomic_write_json(json_out, summary, indent=2)
+        echo(f"metrics written to {json_out}")
+    if plot is not None:
+        from .plots import plot_coco_metrics  # matplotlib only when a plot is asked for
+
+        plot_coco_metrics(metrics, plot, title=Path(results).name)
+        echo(f"plot written to {plot}")
+    return summary
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"

@@ -1,0 +1,292 @@
+"""COCO box and mask mAP through pycocotools' COCOeval, with per-class rows and the PR arrays kept for plots.
+
+The figures are exactly COCOeval's (default parameters: IoU .50:.05:.95, 101 recall points, maxDets 100);
+this module only adds input checks, quiet output, the zero-detection case and a per-class breakdown.
+For the ``segm`` run the results are loaded without their ``bbox`` so that pycocotools takes each
+detection's area from its mask (as for a mask-only results file); this only affects the small/medium/large
+split, never AP, AP50 or AP75.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..errors import UserError
+
+IOU_TYPES = ("bbox", "segm")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+LogFn = Union[Callable[[str], None], logging.Logger, None]
+GroundTruth = Union[str, Path, COCO]
+Results = Union[str, Path, List[Dict]]
+
+
+@dataclass
+class ClassAP:
+    """AP@[.5:.95] of one category; NaN where the category has no ground truth."""
+
+    category_id: int
+    name: str
+    num_gt: int
+    num_dets: int
+    bbox_ap: float = math.nan
+    segm_ap: float = math.nan
+
+
+@dataclass
+class CocoMetrics:
+    """COCOeval results for box and/or mask. Figures of an IoU type that was not evaluated are NaN."""
+
+    bbox_mAP: float = math.nan
+    bbox_AP50: float = math.nan
+    bbox_AP75: float = math.nan
+    segm_mAP: float = math.nan
+    segm_AP50: float = math.nan
+    segm_AP75: float = math.nan
+    per_class: List[ClassAP] = field(default_factory=list)
+    #: iou_type -> COCOeval.stats (12 numbers, order of STAT_NAMES; -1 where COCOeval has nothing to average)
+    stats: Dict[str, List[float]] = field(default_factory=dict)
+    #: iou_type -> COCOeval.eval["precision"], shape (T IoUs, R recall points, K classes, A areas, M maxDets)
+    precision: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    iou_thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    recall_thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    #: category id of each K index of ``precision``
+    category_ids: List[int] = field(default_factory=list)
+    num_images: int = 0
+    num_detections: int = 0
+
+    @property
+    def iou_types(self) -> List[str]:
+        return [t for t in IOU_TYPES if t in self.stats]
+
+    def pr_curve(self, iou_type: str, iou: float, category_id: Optional[int] = None) -> np.ndarray:
+        """Precision at each recall threshold (area 'all', maxDets 100), for one class or averaged over classes.
+
+        Recall points a class never reaches hold precision 0; classes without ground truth are left out.
+        """
+        precision = self.precision[iou_type]
+        t = int(np.argmin(np.abs(self.iou_thresholds - iou)))
+        curves = precision[t, :, :, 0, -1]  # R x K
+        if category_id is not None:
+            curves = curves[:, [self.category_ids.index(category_id)]]
+        valid = curves[0] > -1
+        if not valid.any():
+            return np.full(len(self.recall_thresholds), np.nan)
+        return curves[:, valid].mean(axis=1)
+
+    def as_dict(self) -> Dict:
+        """JSON-ready summary (NaN becomes None): headline figures, COCOeval stats by name, per-class rows."""
+        out: Dict = {}
+        for name in ("bbox_mAP", "bbox_AP50", "bbox_AP75", "segm_mAP", "segm_AP50", "segm_AP75"):
+            out[name] = _json_float(getattr(self, name))
+        out["stats"] = {t: dict(zip(STAT_NAMES, map(_json_float, s))) for t, s in self.stats.items()}
+        out["num_images"] = self.num_images
+        out["num_detections"] = self.num_detections
+        out["per_class"] = [
+            {"category_id": c.category_id, "name": c.name, "num_gt": c.num_gt, "num_dets": c.num_dets,
+             "bbox_AP": _json_float(c.bbox_ap), "segm_AP": _json_float(c.segm_ap)}
+            for c in self.per_class
+        ]
+        return out
+
+
+def _json_float(value: float) -> Optional[float]:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def load_coco_gt(gt: GroundTruth) -> COCO:
+    """A pycocotools COCO from a path (quietly; UserError for a missing or malformed file) or as given."""
+    if isinstance(gt, COCO):
+        return gt
+    path = Path(gt)
+    if not path.is_file():
+        raise UserError(f"{path}: ground-truth annotation file not found")
+    dataset = _read_json(path, "ground-truth annotations")
+    if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= set(dataset):
+        raise UserError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories')")
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _read_json(path: Path, what: str):
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: {what} are not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror})") from None
+
+
+def load_results(results: Results, coco_gt: COCO, iou_types: Sequence[str] = IOU_TYPES,
+                 source: str = "results", check_mask_size: bool = True) -> List[Dict]:
+    """Read and check COCO results against ``coco_gt``; returns a deep copy (pycocotools mutates its input).
+
+    UserError when an entry lacks a key the IoU types need, or names an image or category the GT lacks,
+    or (with ``check_mask_size``) carries a mask whose size differs from its image's.
+    """
+    if isinstance(results, (str, Path)):
+        source = str(results)
+        if not Path(results).is_file():
+            raise UserError(f"{results}: results file not found")
+        results = _read_json(Path(results), "results")
+    if not isinstance(results, list):
+        raise UserError(f"{source}: results must be a JSON list of detections, got {type(results).__name__}")
+    needed = {"image_id", "category_id", "score"}
+    if "segm" in iou_types:
+        needed.add("segmentation")
+    checked = []
+    for i, det in enumerate(results):
+        if not isinstance(det, dict):
+            raise UserError(f"{source}: entry {i} is not an object")
+        missing = needed - set(det)
+        if "bbox" in iou_types and "bbox" not in det and "segmentation" not in det:
+            missing.add("bbox")
+        if missing:
+            raise UserError(f"{source}: entry {i} lacks {', '.join(sorted(missing))}")
+        image = coco_gt.imgs.get(det["image_id"])
+        if image is None:
+            raise UserError(f"{source}: entry {i} has image_id {det['image_id']!r}, which is not in the ground truth")
+        if det["category_id"] not in coco_gt.cats:
+            raise UserError(f"{source}: entry {i} has category_id {det['category_id']!r}, "
+                            f"which is not a ground-truth category")
+        if not isinstance(det["score"], (int, float)) or isinstance(det["score"], bool):
+            raise UserError(f"{source}: entry {i} has score {det['score']!r}; expected a number")
+        det = copy.deepcopy(det)
+        if "segmentation" in det:
+            segm = det["segmentation"]
+            if not isinstance(segm, dict) or "size" not in segm or "counts" not in segm:
+                raise UserError(f"{source}: entry {i}: segmentation must be a compressed RLE {{'size', 'counts'}}")
+            if check_mask_size and list(segm["size"]) != [image["height"], image["width"]]:
+                raise UserError(f"{source}: entry {i}: mask size {list(segm['size'])} differs from image "
+                                f"{det['image_id']}'s size {[image['height'], image['width']]}")
+            if "bbox" not in det:
+                det["bbox"] = _rle_bbox(segm)
+        checked.append(det)
+    return checked
+
+
+def _rle_bbox(rle: Dict) -> List[float]:
+    counts = rle["counts"]
+    rle = {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return [float(v) for v in coco_mask.toBbox(rle)]
+
+
+def _results_coco(coco_gt: COCO, dets: List[Dict], iou_type: str) -> COCO:
+    """pycocotools' loadRes, plus the empty case it cannot take (its loader reads ``anns[0]``)."""
+    if iou_type == "segm":
+        dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+    else:
+        dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+    if dets:
+        return coco_gt.loadRes(dets)
+    res = COCO()
+    res.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
+                   "categories": copy.deepcopy(coco_gt.dataset["categories"])}
+    res.createIndex()
+    return res
+
+
+def _emit(log: LogFn, text: str) -> None:
+    if log is None or not text.strip():
+        return
+    if isinstance(log, logging.Logger):
+        log.info(text.rstrip())
+    else:
+        log(text.rstrip())
+
+
+def _class_ap(precision: np.ndarray, k: int) -> float:
+    values = precision[:, :, k, 0, -1]
+    values = values[values > -1]
+    return float(values.mean()) if values.size else math.nan
+
+
+def evaluate_coco(gt: GroundTruth, results: Results, iou_types: Sequence[str] = IOU_TYPES,
+                  log: LogFn = None) -> CocoMetrics:
+    """Box and/or mask mAP of ``results`` against ``gt`` with pycocotools' COCOeval.
+
+    ``log`` (a callable or Logger) receives pycocotools' printed summary; without it nothing is printed.
+    No detections at all gives 0.0 for every class that has ground truth.
+    """
+    unknown = set(iou_types) - set(IOU_TYPES)
+    if unknown or not iou_types:
+        raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {tuple(iou_types)}")
+    coco_gt = load_coco_gt(gt)
+    dets = load_results(results, coco_gt, iou_types)
+    cat_ids = sorted(coco_gt.getCatIds())
+    metrics = CocoMetrics(category_ids=cat_ids, num_images=len(coco_gt.imgs), num_detections=len(dets))
+    num_dets = {c: 0 for c in cat_ids}
+    for det in dets:
+        num_dets[det["category_id"]] += 1
+    rows = {c: ClassAP(c, coco_gt.cats[c].get("name", str(c)), len(coco_gt.getAnnIds(catIds=[c])), num_dets[c])
+            for c in cat_ids}
+    for iou_type in IOU_TYPES:
+        if iou_type not in iou_types:
+            continue
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            coco_dt = _results_coco(coco_gt, dets, iou_type)
+            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+            evaluator.params.catIds = cat_ids
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        _emit(log, f"COCOeval ({iou_type}):\n{captured.getvalue()}")
+        stats = [float(s) for s in evaluator.stats]
+        precision = evaluator.eval["precision"]
+        metrics.stats[iou_type] = stats
+        metrics.precision[iou_type] = precision
+        metrics.iou_thresholds = np.asarray(evaluator.params.iouThrs)
+        metrics.recall_thresholds = np.asarray(evaluator.params.recThrs)
+        for name, index in (("mAP", 0), ("AP50", 1), ("AP75", 2)):
+            setattr(metrics, f"{iou_type}_{name}", stats[index] if stats[index] > -1 else math.nan)
+        for k, cat_id in enumerate(cat_ids):
+            setattr(rows[cat_id], f"{iou_type}_ap", _class_ap(precision, k))
+    metrics.per_class = [rows[c] for c in cat_ids]
+    return metrics
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def format_per_class_table(metrics: CocoMetrics, extra: Optional[Dict[str, Dict[int, float]]] = None) -> str:
+    """Aligned text table: id, name, #GT, #det, bbox AP, segm AP (in %; '-' where a class has no GT).
+
+    ``extra`` adds columns: {column title: {category_id: value in [0, 1]}}.
+    """
+    extra = extra or {}
+    header = ["id", "name", "#GT", "#det"] + [f"{t} AP" for t in metrics.iou_types] + list(extra)
+    lines = []
+    for row in metrics.per_class:
+        cells = [str(row.category_id), row.name, str(row.num_gt), str(row.num_dets)]
+        cells += [_fmt(getattr(row, f"{t}_ap")) for t in metrics.iou_types]
+        cells += [_fmt(column.get(row.category_id, math.nan)) for column in extra.values()]
+        lines.append(cells)
+    summary = ["", "mean", str(sum(r.num_gt for r in metrics.per_class)), str(metrics.num_detections)]
+    summary += [_fmt(getattr(metrics, f"{t}_mAP")) for t in metrics.iou_types]
+    summary += ["" for _ in extra]  # a mean over classes of an extra column need not be its overall figure
+    widths = [max(len(cells[i]) for cells in [header, summary] + lines) for i in range(len(header))]
+
+    def render(cells: List[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(render(header))
+    return "\n".join([render(header), rule] + [render(c) for c in lines] + [rule, render(summary)])

@@ -1,0 +1,36 @@
+"""Score COCO results (boxes + masks) against ground truth: mAP, per-class AP, the competition metric.
+
+    python tools/evaluate.py --annotations GT.json --results RESULTS.json [--json-out METRICS.json] [--plot OUT.png]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gluon_fashion.errors import cli_entry
+from gluon_fashion.evaluation import evaluate_files
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--annotations", required=True, help="ground-truth COCO JSON (e.g. annotations/rle_instances_val.json)")
+    parser.add_argument("--results", required=True, help="COCO results JSON: [{image_id, category_id, bbox, score, segmentation}]")
+    parser.add_argument("--json-out", help="write the metrics here (bbox_mAP, segm_mAP, kaggle_score, per_class, ...)")
+    parser.add_argument("--plot", help="write per-class AP bars and PR curves to this PNG")
+    parser.add_argument("--no-kaggle", action="store_true", help="skip the competition metric")
+    parser.add_argument("--score-threshold", type=float, default=0.0,
+                        help="competition metric only: ignore predictions scoring below this (default 0: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --json-out / --plot files")
+    return parser.parse_args(argv)
+
+
+@cli_entry
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    evaluate_files(args.annotations, args.results, json_out=args.json_out, plot=args.plot,
+                   kaggle=not args.no_kaggle, score_threshold=args.score_threshold, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
