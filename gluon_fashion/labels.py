@@ -113,6 +113,11 @@ def label_descriptions() -> Dict:
     }
 
 
+def class_id_string(category_id: int, attribute_ids: Sequence[int] = ()) -> str:
+    """The 2019 ClassId field: the category id, then attribute ids joined by '_' (e.g. '6_28_36')."""
+    return "_".join(str(v) for v in (category_id, *sorted(attribute_ids)))
+
+
 def short_name(name: str) -> str:
     """First word-group of a category name, handy for plot labels ('top, t-shirt, sweatshirt' -> 'top')."""
     return name.split(",")[0].strip()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .fileio import PathLike, atomic_open, atomic_write_bytes, atomic_write_json
-from .labels import CATEGORY_NAMES, MAIN_APPAREL_IDS, label_descriptions, short_name
+from .labels import CATEGORY_NAMES, MAIN_APPAREL_IDS, label_descriptions, short_name, class_id_string
 from .rle import mask_to_runs, runs_to_kaggle
 
 SHIRT, TOP, SWEATER, CARDIGAN, JACKET, VEST, PANTS, SHORTS, SKIRT, COAT, DRESS, JUMPSUIT, CAPE = range(13)
@@ -744,11 +744,6 @@ def _image_size(rng: np.random.Generator, min_size: int, max_size: int) -> Tuple
     short = int(rng.integers(min_size, min(max_size, 2 * min_size) + 1))
     long = int(rng.integers(short, min(max_size, 2 * short) + 1))
     return (long, short) if rng.random() < 0.65 else (short, long)
-
-
-def class_id_string(category_id: int, attribute_ids: Sequence[int]) -> str:
-    """The 2019 ClassId field: the category id, then attribute ids joined by '_' (e.g. '6_28_36')."""
-    return "_".join(str(v) for v in (category_id, *sorted(attribute_ids)))
 
 
 def _kaggle_rle(mask: np.ndarray) -> str:

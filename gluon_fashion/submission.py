@@ -25,7 +25,7 @@ from .errors import UserError
 from .fileio import atomic_open
 from .labels import NUM_CATEGORIES
 from .rle import CocoRLE, RLEError, coco_to_mask, mask_to_kaggle, nearest_indices, parse_kaggle_rle, resize_coco_rle
-from .sample import class_id_string
+from .labels import class_id_string
 
 PathLike = Union[str, Path]
 FORMATS = ("2019", "2020")
