@@ -1,0 +1,429 @@
+"""Distributed training groundwork: real parameter-server jobs (scheduler, server, two workers) on loopback.
+
+This file is also the job's program: ``python tests/test_distributed.py --out DIR ...`` trains a small MLP as
+one worker (the scheduler and server run it too and serve inside ``import mxnet``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mxnet as mx  # first: as scheduler/server this import serves the job and exits
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mxnet import autograd, gluon
+
+from gluon_fashion.engine import CheckpointManager, EpochBatchSampler, RunLogger
+from gluon_fashion.engine.distributed import (
+    WATCHDOG_EXIT_CODE, DistInfo, StepWatchdog, barrier, init_distributed, launch_local, make_trainer,
+    scale_for_workers, shard_indices, sync_parameters)
+from gluon_fashion.errors import UserError
+from gluon_fashion.fileio import atomic_save, atomic_write_json
+
+REPO = Path(__file__).resolve().parents[1]
+THIS_FILE = Path(__file__).resolve()
+# One thread per process: four processes share this machine's cores.
+JOB_ENV = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1", "GLUON_FASHION_NO_PROGRESS": "1"}
+
+NUM_SAMPLES = 97  # odd, so two workers' shares need one wrapped-around sample
+BATCH = 8         # per worker
+EPOCHS = 4
+SEED = 5
+BASE_LR = 0.05
+
+
+# ------------------------------------------------------------------------ the model both sides train
+def _regression_data():
+    rng = np.random.RandomState(11)
+    x = rng.normal(size=(NUM_SAMPLES, 4)).astype(np.float32)
+    y = (x @ np.array([1.5, -2.0, 0.5, 1.0], np.float32) + np.sin(2 * x[:, 0])).astype(np.float32)
+    return x, y[:, None]
+
+
+def _build_net(init_seed: int) -> gluon.nn.HybridSequential:
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Dense(16, activation="relu", in_units=4), gluon.nn.Dense(1, in_units=16))
+    mx.random.seed(init_seed)
+    net.initialize(mx.init.Xavier())
+    return net
+
+
+def _lr(epoch: int) -> float:
+    return BASE_LR * 0.5 ** epoch  # a schedule: must reach every worker's update
+
+
+def _steps_per_epoch(num_workers: int) -> int:
+    return len(shard_indices(NUM_SAMPLES, 0, num_workers, SEED, 0)) // BATCH
+
+
+def _worker_main(argv) -> int:
+    """One worker of the test job: trains, writes its final weights; rank 0 also logs and checkpoints."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--die-rank", type=int, default=-1)
+    p.add_argument("--die-at-step", type=int, default=-1)
+    p.add_argument("--dist-timeout", type=float, default=0)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    dist = init_distributed("dist_sync", connect_timeout_s=120)
+    # Different initial weights per worker on purpose: the first step must give everyone rank 0's.
+    net = _build_net(init_seed=100 + dist.rank)
+    trainer = make_trainer(net.collect_params(), "sgd", {"learning_rate": BASE_LR, "momentum": 0.9}, dist)
+    sync_parameters(net.collect_params(), trainer, dist)
+    prefix = str(out / f"run_rank{dist.rank}" / "mlp")
+    logger = RunLogger(prefix, {"batch_size": BATCH, "workers": dist.num_workers}, rank=dist.rank)
+    checkpoints = CheckpointManager(prefix, {"task": "segmentation", "model": "mlp", "classes": []})
+    watchdog = StepWatchdog(args.dist_timeout)
+    x_all, y_all = _regression_data()
+    loss_fn = gluon.loss.L2Loss()
+    epoch_losses, iteration = [], 0
+    for epoch in range(EPOCHS):
+        trainer.set_learning_rate(_lr(epoch))
+        share = shard_indices(NUM_SAMPLES, dist.rank, dist.num_workers, SEED, epoch)
+        total = 0.0
+        for step in range(len(share) // BATCH):
+            with watchdog.guard(f"step {iteration}"):
+                if dist.rank == args.die_rank and iteration == args.die_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)  # a crash: no clean-up, no message
+                batch = share[step * BATCH:(step + 1) * BATCH]
+                x, y = mx.nd.array(x_all[batch]), mx.nd.array(y_all[batch])
+                with autograd.record():
+                    loss = loss_fn(net(x), y)
+                loss.backward()
+                trainer.step(BATCH)
+                total += float(loss.mean().asscalar())
+            iteration += 1
+        epoch_losses.append(total / (len(share) // BATCH))
+        logger.log_metrics(iteration, "train_epoch", epoch=epoch, loss=epoch_losses[-1])
+        # The epoch's last push/pull finishes here, under the watchdog, not inside rank 0's unguarded save.
+        barrier(dist, watchdog, f"end of epoch {epoch}")
+        if dist.is_master:
+            checkpoints.save(net, trainer, epoch, iteration)
+        barrier(dist, watchdog, f"rank 0 checkpoint after epoch {epoch}")
+    atomic_save(out / f"final_rank{dist.rank}.params", net.save_parameters)
+    atomic_write_json(out / f"losses_rank{dist.rank}.json", {"epoch_losses": epoch_losses, "iterations": iteration})
+    logger.close()
+    watchdog.close()
+    return 0
+
+
+def _reference_weights(num_workers: int, path: Path) -> dict:
+    """One process, global batch = BATCH * num_workers made of the workers' batches: what dist_sync must equal."""
+    net = _build_net(init_seed=100)  # rank 0's initial weights
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": BASE_LR, "momentum": 0.9}, kvstore=None)
+    x_all, y_all = _regression_data()
+    loss_fn = gluon.loss.L2Loss()
+    for epoch in range(EPOCHS):
+        trainer.set_learning_rate(_lr(epoch))
+        shares = [shard_indices(NUM_SAMPLES, rank, num_workers, SEED, epoch) for rank in range(num_workers)]
+        for step in range(len(shares[0]) // BATCH):
+            batch = np.concatenate([share[step * BATCH:(step + 1) * BATCH] for share in shares])
+            with autograd.record():
+                loss = loss_fn(net(mx.nd.array(x_all[batch])), mx.nd.array(y_all[batch]))
+            loss.backward()
+            trainer.step(len(batch))
+    net.save_parameters(str(path))
+    return _load_weights(path)
+
+
+def _load_weights(path: Path) -> dict:
+    """{structural name ('0.weight', ...): array} of a saved .params file."""
+    return {name: array.asnumpy() for name, array in mx.nd.load(str(path)).items()}
+
+
+def _run_job(tmp_path: Path, *extra: str, kill_on_failure: bool = True, timeout: float = 150):
+    output = io.StringIO()
+    started = time.monotonic()
+    code = launch_local([sys.executable, str(THIS_FILE), "--out", str(tmp_path), *extra], num_workers=2,
+                        num_servers=1, timeout=timeout, env=JOB_ENV, kill_on_failure=kill_on_failure,
+                        output=output)
+    return code, output.getvalue(), time.monotonic() - started
+
+
+def _exits(text: str) -> dict:
+    """{'worker 0': (code, seconds), ...} from the launcher's '[launch] NAME exited with code C after S s'."""
+    return {name: (int(code), float(seconds)) for name, code, seconds
+            in re.findall(r"\[launch\] (\w+(?: \d+)?) exited with code (\d+) after ([\d.]+) s", text)}
+
+
+# ------------------------------------------------------------------------ real jobs
+def test_dist_sync_job_matches_single_machine_with_global_batch(tmp_path):
+    code, text, _ = _run_job(tmp_path)
+    assert code == 0, text
+    first, second = (_load_weights(tmp_path / f"final_rank{rank}.params") for rank in (0, 1))
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    # dist_sync + make_trainer + step(per-worker batch) == one machine, global batch, same lr and schedule.
+    reference = _reference_weights(2, tmp_path / "reference.params")
+    assert sorted(reference) == sorted(first) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    for name in first:
+        np.testing.assert_allclose(first[name], reference[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    losses = json.loads((tmp_path / "losses_rank0.json").read_text())
+    assert losses["iterations"] == EPOCHS * _steps_per_epoch(2)
+    assert losses["epoch_losses"][-1] < 0.5 * losses["epoch_losses"][0], losses
+    # Only the master wrote run files and checkpoints; they are complete and loadable.
+    rank0 = tmp_path / "run_rank0"
+    assert not (tmp_path / "run_rank1").exists()
+    for name in ("mlp_config.json", "mlp_train.log", "mlp_metrics.jsonl", f"mlp_{EPOCHS - 1:04d}.params",
+                 "mlp_last.params", "mlp_last.states", "mlp_last.json"):
+        assert (rank0 / name).is_file(), name
+    last = _load_weights(rank0 / "mlp_last.params")
+    for name in first:
+        np.testing.assert_array_equal(last[name], first[name], err_msg=name)
+    metrics = [json.loads(line) for line in (rank0 / "mlp_metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(EPOCHS))
+
+
+def test_dead_worker_makes_the_other_stop_within_the_timeout(tmp_path):
+    timeout = 4.0
+    # Rank 1 dies before pushing step 3's gradients; rank 0 finishes step 3 (its loss needs no peer) and
+    # stalls in step 4, whose forward pass waits for step 3's summed gradients.
+    code, text, _ = _run_job(tmp_path, "--die-rank", "1", "--die-at-step", "3", "--dist-timeout",
+                                   str(timeout), kill_on_failure=False)
+    exits = _exits(text)
+    codes = sorted(code for code, _ in (exits[f"worker {i}"] for i in range(2)))
+    assert codes == [WATCHDOG_EXIT_CODE, 128 + signal.SIGKILL], text
+    assert code == 128 + signal.SIGKILL  # the first failure is the job's status
+    dead_at = next(s for c, s in exits.values() if c == 128 + signal.SIGKILL)
+    stopped_at = next(s for c, s in exits.values() if c == WATCHDOG_EXIT_CODE)
+    assert timeout - 1.5 <= stopped_at - dead_at <= timeout + 10, text
+    assert "ERROR   distributed training stalled: step 4 did not finish within 4 s" in text, text  # via RunLogger
+    assert not (tmp_path / "final_rank0.params").exists()
+
+
+def test_launcher_stops_the_job_when_a_worker_dies(tmp_path):
+    # No watchdog: without kill_on_failure the survivor would wait forever; the launcher must not.
+    code, text, elapsed = _run_job(tmp_path, "--die-rank", "0", "--die-at-step", "3", timeout=150)
+    assert code == 128 + signal.SIGKILL, text
+    assert "failed: stopping all processes" in text
+    assert elapsed < 60, text
+
+
+# ------------------------------------------------------------------------ launcher plumbing (no MXNet job)
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_launcher_timeout_kills_every_process_and_its_children(tmp_path):
+    program = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        with open(os.path.join({str(tmp_path)!r}, os.environ["DMLC_ROLE"] + str(os.getpid())), "w") as f:
+            f.write(f"{{os.getpid()}} {{child.pid}}")
+        time.sleep(120)
+    """)
+    output = io.StringIO()
+    started = time.monotonic()
+    code = launch_local([sys.executable, "-c", program], num_workers=2, num_servers=1, timeout=3, output=output)
+    assert code == 124
+    assert time.monotonic() - started < 30
+    assert "timed out after 3 s" in output.getvalue()
+    pids = [int(pid) for f in tmp_path.iterdir() for pid in f.read_text().split()]
+    assert len(pids) == 8  # scheduler, server, two workers, each with a child
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_sigterm_to_the_launcher_cli_stops_every_process(tmp_path):
+    program = (f"import os, time; open(os.path.join({str(tmp_path)!r}, str(os.getpid())), 'w').close(); "
+               "time.sleep(120)")
+    cli = subprocess.Popen([sys.executable, str(REPO / "tools" / "launch_local.py"), "-n", "2", "--timeout", "100",
+                            "--", sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [int(f.name) for f in tmp_path.iterdir()]
+        assert len(pids) == 4  # scheduler, server, two workers
+        cli.send_signal(signal.SIGTERM)
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+    assert cli.returncode == 130 and "interrupted" in err, out + err
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_launcher_sets_loopback_environment_and_prefixes_output():
+    program = ("import os; print(' '.join(os.environ[k] for k in ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', "
+               "'DMLC_NODE_HOST', 'DMLC_INTERFACE', 'DMLC_NUM_WORKER', 'DMLC_NUM_SERVER')))")
+    output = io.StringIO()
+    code = launch_local([sys.executable, "-c", program], num_workers=2, num_servers=1, timeout=60,
+                        env={"DMLC_PS_ROOT_URI": "10.0.0.1"}, output=output)
+    lines = output.getvalue().splitlines()
+    assert code == 0
+    assert "[scheduler] scheduler 127.0.0.1 127.0.0.1 lo 2 1" in lines
+    assert "[server 0] server 127.0.0.1 127.0.0.1 lo 2 1" in lines
+    assert sum(line == f"[worker {i}] worker 127.0.0.1 127.0.0.1 lo 2 1" for i in (0, 1) for line in lines) == 2
+
+
+def test_launcher_cli_reports_first_failure_and_bad_usage():
+    cli = [sys.executable, str(REPO / "tools" / "launch_local.py")]
+    run = subprocess.run(cli + ["-n", "1", "-s", "1", "--timeout", "60", "--", sys.executable, "-c",
+                                "import os, sys; sys.exit(7 if os.environ['DMLC_ROLE'] == 'worker' else 0)"],
+                         capture_output=True, text=True, timeout=90)
+    assert run.returncode == 7, run.stdout + run.stderr
+    assert "[launch] worker 0 exited with code 7" in run.stdout
+    run = subprocess.run(cli + ["-n", "0", "--", "true"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "error: -n/--num-workers must be >= 1" in run.stderr
+
+
+# ------------------------------------------------------------------------ watchdog
+def test_watchdog_stops_a_stalled_block_and_leaves_finished_ones_alone():
+    program = textwrap.dedent("""
+        import time
+        from gluon_fashion.engine.distributed import StepWatchdog
+        watchdog = StepWatchdog(1.0)
+        for i in range(3):
+            with watchdog.guard(f"step {i}"):
+                time.sleep(0.3)
+        time.sleep(1.5)  # outside any guard: not watched
+        print("quick steps passed", flush=True)
+        with watchdog.guard("step 3"):
+            time.sleep(30)
+        print("not reached")
+    """)
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert run.returncode == WATCHDOG_EXIT_CODE, run.stderr
+    assert run.stdout.strip() == "quick steps passed"
+    assert "error: distributed training stalled: step 3 did not finish within 1 s" in run.stderr
+    assert time.monotonic() - started < 25
+
+
+def test_worker_that_cannot_join_stops_after_the_connect_timeout():
+    with socket.socket() as sock:  # a loopback port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, DMLC_ROLE="worker", DMLC_PS_ROOT_URI="127.0.0.1", DMLC_NODE_HOST="127.0.0.1",
+               DMLC_INTERFACE="lo", DMLC_PS_ROOT_PORT=str(port), DMLC_NUM_SERVER="1", DMLC_NUM_WORKER="1")
+    program = ("from gluon_fashion.engine.distributed import init_distributed\n"
+               "init_distributed('dist_sync', connect_timeout_s=2)\nprint('joined')")
+    run = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == WATCHDOG_EXIT_CODE, run.stdout + run.stderr
+    assert "joining the dist_sync job did not finish within 2 s" in run.stderr
+    assert "joined" not in run.stdout
+
+
+def test_disabled_watchdog_guards_nothing():
+    watchdog = StepWatchdog(0)
+    assert not watchdog.enabled
+    with watchdog.guard("step 0"):
+        time.sleep(0.05)
+    watchdog.close()
+
+
+# ------------------------------------------------------------------------ init, sharding, scaling
+@pytest.mark.parametrize("name", ["local", "device", None])
+def test_single_machine_kvstores_are_rank_0_of_1(name):
+    dist = init_distributed(name)
+    assert (dist.rank, dist.num_workers, dist.is_dist, dist.is_master, dist.kvstore) == (0, 1, False, True, None)
+    assert dist.global_batch_size(4) == 4
+
+
+def test_horovod_missing_is_a_clear_user_error():
+    if importlib.util.find_spec("horovod") is not None:
+        pytest.skip("horovod is installed here")
+    with pytest.raises(UserError, match=r"Horovod is not installed .*pip install horovod\[mxnet\]"):
+        init_distributed("device", horovod=True)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("dist_async", "dist_async is not supported"),
+    ("dist_sinc", "'dist_sinc' is not known"),
+    ("dist_sync", "DMLC_ROLE, DMLC_PS_ROOT_URI, DMLC_PS_ROOT_PORT, DMLC_NUM_SERVER, DMLC_NUM_WORKER are not set"),
+])
+def test_bad_kv_store_settings_are_user_errors(name, message, monkeypatch):
+    for var in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(UserError, match=re.escape(message)):
+        init_distributed(name)
+    with pytest.raises(UserError, match="exclude each other"):
+        init_distributed("dist_sync", horovod=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(num_samples=st.integers(1, 300), num_workers=st.integers(1, 9), epoch=st.integers(0, 5),
+       pad=st.booleans())
+def test_shards_are_equal_disjoint_and_cover_the_epoch(num_samples, num_workers, epoch, pad):
+    if not pad and num_samples < num_workers:
+        with pytest.raises(UserError):
+            shard_indices(num_samples, 0, num_workers, SEED, epoch, pad=pad)
+        return
+    shards = [shard_indices(num_samples, rank, num_workers, SEED, epoch, pad=pad) for rank in range(num_workers)]
+    lengths = {len(shard) for shard in shards}
+    assert len(lengths) == 1
+    joined = np.concatenate(shards)
+    if pad:
+        assert lengths.pop() == -(-num_samples // num_workers)
+        assert set(joined.tolist()) == set(range(num_samples))  # nothing dropped
+        if num_samples >= num_workers:
+            # Only the wrap-around repeats samples, fewer than num_workers of them.
+            assert len(joined) - len(set(joined.tolist())) < num_workers
+    else:
+        assert lengths.pop() == num_samples // num_workers
+        assert len(set(joined.tolist())) == len(joined)  # disjoint
+    # Every worker derives the same permutation: recomputing gives the same share.
+    np.testing.assert_array_equal(shards[-1], shard_indices(num_samples, num_workers - 1, num_workers, SEED,
+                                                            epoch, pad=pad))
+
+
+def test_shard_order_changes_with_epoch_and_seed():
+    base = shard_indices(100, 1, 2, seed=0, epoch=0)
+    assert not np.array_equal(base, shard_indices(100, 1, 2, seed=0, epoch=1))
+    assert not np.array_equal(base, shard_indices(100, 1, 2, seed=1, epoch=0))
+    np.testing.assert_array_equal(shard_indices(7, 0, 3, 0, 0, shuffle=False), [0, 3, 6])
+    np.testing.assert_array_equal(shard_indices(7, 1, 3, 0, 0, shuffle=False), [1, 4, 0])  # wrapped
+    with pytest.raises(ValueError):
+        shard_indices(10, 2, 2, 0, 0)
+
+
+@pytest.mark.parametrize("length, parts", [(97, 2), (50, 3), (8, 8)])
+def test_unpadded_shards_are_what_the_engine_batch_sampler_gives_each_worker(length, parts):
+    # Trainers may shard with either; both must agree on which worker sees which sample.
+    for part in range(parts):
+        sampler = EpochBatchSampler(length, 1, seed=SEED, last_batch="keep", num_parts=parts, part_index=part)
+        sampler.set_epoch(3)
+        np.testing.assert_array_equal([i for batch in sampler for i in batch],
+                                      shard_indices(length, part, parts, SEED, 3, pad=False))
+
+
+def test_scale_for_workers_divides_rescale_grad_and_keeps_lr():
+    params = {"learning_rate": 0.1, "momentum": 0.9}
+    scaled = scale_for_workers(params, 4)
+    assert scaled == {"learning_rate": 0.1, "momentum": 0.9, "rescale_grad": 0.25}
+    assert params == {"learning_rate": 0.1, "momentum": 0.9}  # caller's dict untouched
+    assert scale_for_workers({"rescale_grad": 0.5}, 2)["rescale_grad"] == 0.25
+
+
+def test_single_machine_trainer_and_barrier_are_plain():
+    net = _build_net(0)
+    dist = DistInfo(kv_store="device")
+    trainer = make_trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}, dist)
+    assert isinstance(trainer, gluon.Trainer) and trainer.optimizer.rescale_grad == 1.0
+    barrier(dist)  # returns at once without a job
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))
