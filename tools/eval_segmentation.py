@@ -1,0 +1,60 @@
+"""Evaluate a segmentation checkpoint at each image's own resolution, with optional test-time augmentation,
+or write colour-coded predictions and overlays for a folder of photos.
+
+    python tools/eval_segmentation.py --weights train_logs/imaterialist/deeplabv3/res101/deeplabv3_resnet101_best.params \\
+        --dataset-root datasets/imaterialist --split val --flip --scales 0.75,1.0,1.25
+    python tools/eval_segmentation.py --weights CKPT.params --images photos/ --output predictions/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+import mxnet as mx
+
+from gluon_fashion.errors import UserError, cli_entry
+from gluon_fashion.trainers.segmentation import evaluate_checkpoint, parse_scales, segment_images
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint .params (its .json must lie beside it)")
+    p.add_argument("--dataset-root", default="datasets/imaterialist", help="dataset folder (default: %(default)s)")
+    p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
+    p.add_argument("--images", default=None, help="instead of evaluating: segment every photo in this folder")
+    p.add_argument("--output", default=None,
+                   help="with --images: folder for <name>_labels.png and <name>_overlay.png (required); "
+                        "otherwise: folder for metrics_<split>.json")
+    p.add_argument("--overwrite", action="store_true", help="replace existing prediction images")
+    p.add_argument("--scales", default="1.0", help="test scales, e.g. 0.75,1.0,1.25 (default: %(default)s)")
+    p.add_argument("--flip", action="store_true", help="also predict the mirror image and average")
+    p.add_argument("--base-size", type=int, default=None, help="long side at scale 1 (default: the checkpoint's)")
+    p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the checkpoint's)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--ngpus", type=int, default=min(1, mx.context.num_gpus()),
+                   help="1 = run on GPU 0, 0 = CPU (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    ctx = mx.gpu(0) if args.ngpus > 0 else mx.cpu()
+    scales = parse_scales(args.scales)
+    common = dict(scales=scales, flip=args.flip, ctx=ctx, base_size=args.base_size, crop_size=args.crop_size)
+    if args.images:
+        if not args.output:
+            raise UserError("--images needs --output DIR for the prediction images")
+        written = segment_images(args.weights, args.images, args.output, alpha=args.alpha,
+                                 overwrite=args.overwrite, **common)
+        print(f"wrote {len(written)} images to {args.output}")
+    else:
+        evaluate_checkpoint(args.weights, args.dataset_root, split=args.split, max_images=args.max_images,
+                            output=args.output, **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
