@@ -1,0 +1,633 @@
+"""Predictions from a checkpoint file alone: the one code path behind tools/predict.py and tools/write_submission.py.
+
+A checkpoint is ``<x>.params`` with ``<x>.json`` beside it; the JSON's ``task`` picks the network
+("mask_rcnn": ``models.mask_rcnn.load_mask_rcnn``, "segmentation": ``models.segmentation.load_segmentation_model``)
+and its ``image_scale`` the test-time scale, so predictions see images exactly as validation did.
+
+Every prediction is a list of instances on the original image's grid (Kaggle category id, score, box, COCO RLE):
+
+* Mask R-CNN: its detections, one image per device at a time (``--gpus 0,1`` predicts two images at once).
+* Segmentation (FCN/PSP/DeepLab): the label map, plus one instance per class present in it (score 1.0, the
+  network gives no per-instance confidence), so a semantic model can be scored with COCO mAP and write a
+  submission too. Binary (garment/background) checkpoints have no category to report: they give label maps only.
+
+Unreadable images are skipped with a warning and counted, never fatal.
+"""
+from __future__ import annotations
+
+import collections.abc
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .engine.checkpoint import TASKS, checkpoint_base, read_checkpoint_meta
+from .engine.progress import progress as progress_bar
+from .errors import UserError
+from .fileio import atomic_write_json
+from .images import image_size, read_rgb
+from .labels import CATEGORY_NAMES
+from .rle import coco_to_mask, mask_to_coco, resize_coco_rle
+
+PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.json"
+IMAGES_NAME = "images.json"
+CLASSES_NAME = "classes.json"
+DEFAULT_SCORE_THRESHOLD = 0.5
+DEFAULT_MASK_THRESHOLD = 0.5
+DEFAULT_MAX_DETECTIONS = 100
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def read_meta(weights: PathLike) -> Dict:
+    """The description of the checkpoint ``weights`` (``.params``; its ``.json`` must lie beside it).
+
+    UserError when the weights file, its ``.json`` or a known ``task`` in it is missing.
+    """
+    text = str(weights)
+    if Path(text).suffix not in (".params", ".json"):
+        raise UserError(f"--weights {text}: expected a checkpoint .params file (with its .json beside it)")
+    params = checkpoint_base(text) + ".params"
+    if not Path(params).is_file():
+        raise UserError(f"--weights {text}: weights file {params} not found")
+    meta = read_checkpoint_meta(params)
+    if meta.get("task") not in TASKS:
+        raise UserError(f"{checkpoint_base(text)}.json: unknown task {meta.get('task')!r}; expected one of "
+                        f"{', '.join(TASKS)}")
+    return meta
+
+
+@dataclass
+class LoadedModel:
+    """A network rebuilt from its checkpoint, with what prediction needs to know about it."""
+
+    weights: str
+    task: str
+    net: object
+    meta: Dict
+    contexts: list
+    #: Mask R-CNN: {"short", "max_size"}; segmentation: {"base_size", "crop_size"}
+    scale: Dict[str, int]
+    #: Kaggle category of each network class (Mask R-CNN: class index; segmentation: label k + 1 -> entry k).
+    #: Empty for a binary segmentation checkpoint.
+    category_ids: Tuple[int, ...]
+    #: segmentation only: number of labels (background included) and their names
+    num_labels: int = 0
+    label_names: List[str] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> List[str]:
+        """Name of every Kaggle category id (for overlays), the checkpoint's own names where it has them."""
+        names = list(CATEGORY_NAMES)
+        if self.task == "mask_rcnn":
+            for entry in self.meta.get("classes") or []:
+                if isinstance(entry, dict) and 0 <= int(entry["id"]) < len(names):
+                    names[int(entry["id"])] = str(entry.get("name", names[int(entry["id"])]))
+        return names
+
+    @property
+    def gives_instances(self) -> bool:
+        """False for binary segmentation checkpoints (no category to report)."""
+        return bool(self.category_ids)
+
+
+def _positive(value: Optional[int], flag: str) -> Optional[int]:
+    if value is not None and int(value) < 1:
+        raise UserError(f"{flag} must be a positive number of pixels, got {value}")
+    return None if value is None else int(value)
+
+
+def _scale_overrides(task: str, short, max_size, base_size, crop_size) -> Dict[str, Optional[int]]:
+    """The scale flags given, checked against the checkpoint's task (each task has its own pair)."""
+    if task == "mask_rcnn":
+        wrong, own = [("--base-size", base_size), ("--crop-size", crop_size)], "--short/--max-size"
+    else:
+        wrong, own = [("--short", short), ("--max-size", max_size)], "--base-size/--crop-size"
+    given = [flag for flag, value in wrong if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to a {task} checkpoint; its scale flags are {own}")
+    return {"short": _positive(short, "--short"), "max_size": _positive(max_size, "--max-size"),
+            "base_size": _positive(base_size, "--base-size"), "crop_size": _positive(crop_size, "--crop-size")}
+
+
+def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Optional[int] = None,
+               max_size: Optional[int] = None, base_size: Optional[int] = None,
+               crop_size: Optional[int] = None) -> LoadedModel:
+    """Rebuild the network of a checkpoint from the file alone, on ``contexts`` (default: CPU).
+
+    The test-time scale is the checkpoint's (``image_scale``) unless overridden: ``short``/``max_size`` for
+    Mask R-CNN, ``base_size`` (long side)/``crop_size`` (window) for segmentation; the other pair is a UserError.
+    """
+    import mxnet as mx
+
+    meta = read_meta(weights)
+    task = meta["task"]
+    overrides = _scale_overrides(task, short, max_size, base_size, crop_size)
+    contexts = list(contexts) if contexts else [mx.cpu()]
+    params = checkpoint_base(str(weights)) + ".params"
+    if task == "mask_rcnn":
+        from .models.mask_rcnn import image_scale, load_mask_rcnn
+
+        net, meta = load_mask_rcnn(params, ctx=contexts)
+        default_short, default_max = image_scale(meta)
+        scale = {"short": overrides["short"] or default_short, "max_size": overrides["max_size"] or default_max}
+        category_ids = tuple(int(c) for c in net.category_ids)
+        return LoadedModel(str(weights), task, net, meta, contexts, scale, category_ids)
+    from .data.semantic import ClassSet
+    from .models.segmentation import load_segmentation_model
+
+    net, meta = load_segmentation_model(params, contexts)
+    recorded = meta.get("image_scale") or {}
+    build = meta.get("build_kwargs") or {}
+    scale = {"base_size": overrides["base_size"] or int(recorded.get("base_size") or build["base_size"]),
+             "crop_size": overrides["crop_size"] or int(recorded.get("crop_size") or build["crop_size"])}
+    class_set = ClassSet.from_dict(meta["classes"])
+    if len(contexts) > 1:
+        log.info("segmentation predicts on %s only (one device per image)", contexts[0])
+    return LoadedModel(str(weights), task, net, meta, contexts, scale,
+                       () if class_set.binary else tuple(class_set.category_ids),
+                       num_labels=class_set.num_classes, label_names=class_set.class_names)
+
+
+# ------------------------------------------------------------------------------------------------ images
+def find_images(path: PathLike, flag: str = "--images") -> List[Path]:
+    """One image file, or the image files directly inside a folder (sorted); UserError if there are none."""
+    from .transforms.semantic import list_images
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise UserError(f"{flag} {path}: no such file or folder")
+    return list_images(str(path), flag)
+
+
+class ImageReader:
+    """Decodes image files in order; an unreadable one is skipped with a warning and kept in ``skipped``."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+        self.skipped: List[Path] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[Tuple[Path, Optional[np.ndarray]]]:
+        """(path, RGB image), or (path, None) for a file that could not be read."""
+        for path in self.paths:
+            try:
+                yield path, read_rgb(path)
+            except (UserError, OSError) as exc:
+                log.warning("skipping %s: %s", path, exc)
+                self.skipped.append(path)
+                yield path, None
+
+
+# ------------------------------------------------------------------------------------------- prediction
+@dataclass
+class ImagePrediction:
+    """What the model made of one image; instances on the image's own grid (None: binary segmentation)."""
+
+    path: Path
+    image: np.ndarray
+    instances: Optional[list]
+    label_map: Optional[np.ndarray] = None
+
+
+def _check_thresholds(score_threshold: float, mask_threshold: float) -> None:
+    if not 0.0 <= score_threshold <= 1.0:
+        raise UserError(f"--score-threshold must lie in [0, 1], got {score_threshold}")
+    if not 0.0 < mask_threshold < 1.0:
+        raise UserError(f"--mask-threshold must lie strictly between 0 and 1, got {mask_threshold}")
+
+
+def _mask_rcnn_batch(model: LoadedModel, images: Sequence[np.ndarray], score_threshold: float,
+                     mask_threshold: float, max_detections: int) -> List[list]:
+    """Instances of up to one image per context: every device is started before any result is read back."""
+    import mxnet as mx
+
+    from .models.mask_rcnn import MASK_THRESHOLD, decode_outputs, instances_from_outputs
+    from .transforms.instance import normalize_image, resize_image, scaled_size
+
+    started = []
+    for image, ctx in zip(images, model.contexts):
+        height, width = image.shape[:2]
+        in_h, in_w = scaled_size(height, width, model.scale["short"], model.scale["max_size"])
+        data = mx.nd.array(normalize_image(resize_image(image, in_h, in_w))[None], ctx=ctx)
+        with warnings.catch_warnings():
+            # The training-only target generator's parameters sit in every checkpoint; inference never uses them.
+            warnings.filterwarnings("ignore", message=r"Parameter .* is not used by any computation")
+            started.append(((in_h, in_w), model.net(data)))
+    out = []
+    for image, (input_size, outputs) in zip(images, started):
+        ids, scores, boxes, masks = decode_outputs(outputs)
+        if mask_threshold != MASK_THRESHOLD:
+            # Pasting resizes the probabilities linearly (zero padding included) and keeps p > MASK_THRESHOLD;
+            # scaling them by MASK_THRESHOLD / t first keeps exactly p > t.
+            masks = masks * np.float32(MASK_THRESHOLD / mask_threshold)
+        out.append(instances_from_outputs(ids, scores, boxes, masks, input_size, image.shape[:2],
+                                          model.category_ids, score_threshold, max_detections))
+    return out
+
+
+def semantic_instances(label_map: np.ndarray, category_ids: Sequence[int]) -> list:
+    """One instance (score 1.0) per label present in ``label_map`` (label k + 1 -> ``category_ids[k]``; 0 is
+    background), its mask being every pixel of that label, in label order."""
+    from .models.mask_rcnn import Instance
+
+    out = []
+    for label in np.unique(label_map):
+        if label < 1 or label > len(category_ids):
+            continue
+        mask = label_map == label
+        cols = np.flatnonzero(mask.any(axis=0))
+        rows = np.flatnonzero(mask.any(axis=1))
+        box = np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+        out.append(Instance(int(category_ids[label - 1]), 1.0, box, mask_to_coco(mask)))
+    return out
+
+
+def predict_images(model: LoadedModel, reader: ImageReader, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                   mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_detections: int = DEFAULT_MAX_DETECTIONS,
+                   progress: bool = True, desc: str = "predicting") -> Iterator[ImagePrediction]:
+    """Predict every readable image of ``reader``, in order, with a tqdm bar over all of them.
+
+    Mask R-CNN keeps detections scoring ``>= score_threshold`` (at most ``max_detections``), their masks
+    binarised at ``mask_threshold``; segmentation ignores both thresholds.
+    """
+    _check_thresholds(score_threshold, mask_threshold)
+    if max_detections < 1:
+        raise UserError(f"--max-detections must be >= 1, got {max_detections}")
+    batch_size = len(model.contexts) if model.task == "mask_rcnn" else 1
+    bar = progress_bar(total=len(reader), desc=desc, unit="img", disable=None if progress else True)
+    try:
+        pending: List[Tuple[Path, np.ndarray]] = []
+        for path, image in reader:
+            if image is not None:
+                pending.append((path, image))
+            else:
+                bar.update(1)
+            if len(pending) == batch_size:
+                yield from _predict_pending(model, pending, score_threshold, mask_threshold, max_detections, bar)
+                pending = []
+        if pending:
+            yield from _predict_pending(model, pending, score_threshold, mask_threshold, max_detections, bar)
+    finally:
+        bar.close()
+
+
+def _predict_pending(model: LoadedModel, pending: List[Tuple[Path, np.ndarray]], score_threshold: float,
+                     mask_threshold: float, max_detections: int, bar) -> Iterator[ImagePrediction]:
+    if model.task == "mask_rcnn":
+        batch = _mask_rcnn_batch(model, [image for _, image in pending], score_threshold, mask_threshold,
+                                 max_detections)
+        for (path, image), instances in zip(pending, batch):
+            bar.update(1)
+            yield ImagePrediction(path, image, instances)
+        return
+    from .models.segmentation import predict_label_map
+
+    for path, image in pending:
+        labels = predict_label_map(model.net, image, model.contexts[0], base_size=model.scale["base_size"],
+                                   crop_size=model.scale["crop_size"])
+        instances = semantic_instances(labels, model.category_ids) if model.gives_instances else None
+        bar.update(1)
+        yield ImagePrediction(path, image, instances, labels)
+
+
+def resize_instances(instances: Sequence, out_size: Tuple[int, int]) -> list:
+    """Instances moved to another grid (masks by nearest neighbour, ``rle.resize_coco_rle``; boxes scaled)."""
+    out = []
+    for inst in instances:
+        height, width = inst.rle["size"]
+        if (height, width) == tuple(out_size):
+            out.append(inst)
+            continue
+        factors = np.array([out_size[1] / width, out_size[0] / height] * 2, dtype=np.float64)
+        out.append(inst._replace(box=np.asarray(inst.box, dtype=np.float64) * factors,
+                                 rle=resize_coco_rle(inst.rle, *out_size)))
+    return out
+
+
+class _LazyMasks(collections.abc.Sequence):
+    """Instance masks decoded one at a time, so drawing 100 detections on a 50-megapixel photo holds one mask."""
+
+    def __init__(self, instances: Sequence):
+        self._instances = instances
+
+    def __len__(self) -> int:
+        return len(self._instances)
+
+    def __getitem__(self, index):
+        return coco_to_mask(self._instances[index].rle)
+
+
+def render_instances(image: np.ndarray, instances: Sequence, class_names: Sequence[str],
+                     alpha: float = 0.5) -> np.ndarray:
+    """Overlay of instances (masks in class colours, boxes, "name score" labels) on a copy of ``image``."""
+    from .visualize import overlay_instances
+
+    boxes = np.array([inst.box for inst in instances], dtype=np.float64).reshape(-1, 4)
+    return overlay_instances(image, _LazyMasks(instances), boxes, [inst.category_id for inst in instances],
+                             [inst.score for inst in instances], class_names=class_names, alpha=alpha)
+
+
+# ------------------------------------------------------------------------------------- tools/predict.py
+@dataclass
+class _GroundTruthImages:
+    """Image records of a COCO file, by file name, and its category ids."""
+
+    by_name: Dict[str, Dict]
+    category_ids: set
+    path: str
+
+
+def _read_ground_truth(annotations: PathLike) -> _GroundTruthImages:
+    from .evaluation.coco import load_coco_gt
+
+    coco = load_coco_gt(annotations)
+    by_name: Dict[str, Dict] = {}
+    for record in coco.dataset["images"]:
+        name = Path(str(record.get("file_name", ""))).name
+        if name in by_name:
+            raise UserError(f"--annotations {annotations}: file name {name!r} appears for two images "
+                            f"(ids {by_name[name]['id']} and {record['id']})")
+        by_name[name] = record
+    return _GroundTruthImages(by_name, set(coco.getCatIds()), str(annotations))
+
+
+def _expected_size(record: Mapping) -> Tuple[int, int]:
+    """Size of the photo a GT record describes: the original size for the 512 x 512 resize file."""
+    return (int(record.get("orig_height") or record["height"]), int(record.get("orig_width") or record["width"]))
+
+
+def _check_image_sizes(paths: Sequence[Path], gt: _GroundTruthImages) -> None:
+    """Refuse, before predicting anything, images whose size is not the one the ground truth describes."""
+    for path in paths:
+        record = gt.by_name.get(path.name)
+        if record is None:
+            continue
+        try:
+            size = image_size(path)
+        except (UserError, OSError):
+            continue  # reported (and skipped) when the image is read
+        if size != _expected_size(record):
+            raise UserError(f"{path} is {size[0]}x{size[1]} but --annotations {gt.path} describes image "
+                            f"{record['id']} ({record['file_name']}) as {_expected_size(record)[0]}x"
+                            f"{_expected_size(record)[1]}: are these the images of that file?")
+
+
+@dataclass
+class PredictSummary:
+    """What :func:`predict_to_folder` wrote."""
+
+    output: str
+    task: str
+    images: int = 0
+    predicted: int = 0
+    skipped: List[str] = field(default_factory=list)
+    detections: int = 0
+    not_in_annotations: int = 0
+    dropped_categories: int = 0
+    files: List[str] = field(default_factory=list)
+    results: Optional[str] = None
+
+    def __str__(self) -> str:
+        text = f"{self.output}: {self.predicted} of {self.images} images predicted ({self.task})"
+        if self.results:
+            text += f", {self.detections} instances in {self.results}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} unreadable image(s) skipped"
+        if self.not_in_annotations:
+            text += f"; {self.not_in_annotations} image(s) not in --annotations left out of the results"
+        if self.dropped_categories:
+            text += f"; {self.dropped_categories} instance(s) of categories --annotations lacks left out"
+        return text
+
+
+def _output_files(task: str, paths: Sequence[Path], output: Path, with_results: bool) -> List[Path]:
+    per_image = ("_labels.png", "_overlay.png") if task == "segmentation" else ("_overlay.png",)
+    files = [output / f"{path.stem}{suffix}" for path in paths for suffix in per_image]
+    if task == "segmentation":
+        files.append(output / CLASSES_NAME)
+    if with_results:
+        files += [output / RESULTS_NAME, output / IMAGES_NAME]
+    return files
+
+
+def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alpha: float) -> List[str]:
+    """``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``) of one prediction; the paths written."""
+    from .visualize import colorize_labels, overlay_semantic, save_image
+
+    written = []
+    if pred.label_map is not None:
+        labels_png = output / f"{pred.path.stem}_labels.png"
+        save_image(labels_png, colorize_labels(pred.label_map, model.num_labels))
+        written.append(str(labels_png))
+        overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha)
+    else:
+        overlay = render_instances(pred.image, pred.instances, model.class_names, alpha)
+    overlay_png = output / f"{pred.path.stem}_overlay.png"
+    save_image(overlay_png, overlay)
+    return written + [str(overlay_png)]
+
+
+def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, contexts: Optional[Sequence] = None,
+                      score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                      mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_detections: int = DEFAULT_MAX_DETECTIONS,
+                      annotations: Optional[PathLike] = None, short: Optional[int] = None,
+                      max_size: Optional[int] = None, base_size: Optional[int] = None,
+                      crop_size: Optional[int] = None, alpha: float = 0.5, overwrite: bool = False,
+                      progress: bool = True) -> PredictSummary:
+    """What tools/predict.py does: predict ``images`` (a file or folder) with a checkpoint and write to ``output``.
+
+    Per image ``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``, colour-coded labels, with
+    ``classes.json`` as legend). When the model gives instances: ``results.json`` (COCO results, masks as
+    compressed RLE) and ``images.json`` (``{"images": [{id, file_name, height, width, path}], ...}``, the
+    ids and mask grids of ``results.json``). Image ids are 1.. in file-name order, or with ``annotations``
+    the ids of that COCO file, masks and boxes resized to its image sizes (the 512 x 512 resize file
+    included: images are predicted at their original size first), so tools/evaluate.py takes the results
+    as they are. Existing outputs are refused unless ``overwrite``.
+    """
+    output = Path(output)
+    paths = find_images(images)
+    stems: Dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise UserError(f"--images: {stems[path.stem].name} and {path.name} would write the same outputs "
+                            f"({path.stem}_*.png); rename one")
+        stems[path.stem] = path
+    meta = read_meta(weights)
+    task = meta["task"]
+    _scale_overrides(task, short, max_size, base_size, crop_size)
+    _check_thresholds(score_threshold, mask_threshold)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output}: exists and is not a folder")
+    binary = task == "segmentation" and bool((meta.get("classes") or {}).get("binary"))
+    targets = _output_files(task, paths, output, with_results=not binary)
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise UserError(f"--output {output}: {len(existing)} output file(s) already exist, e.g. {existing[0]}; "
+                        "pass --overwrite to replace them")
+    gt = _read_ground_truth(annotations) if annotations else None
+    if gt is not None:
+        _check_image_sizes(paths, gt)
+    model = load_model(weights, contexts, short=short, max_size=max_size, base_size=base_size, crop_size=crop_size)
+    output.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary(str(output), task, images=len(paths))
+    ids = {path: index + 1 for index, path in enumerate(paths)}
+    results: List[Dict] = []
+    image_records: List[Dict] = []
+    reader = ImageReader(paths)
+    from .models.mask_rcnn import to_coco_results
+
+    for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=progress):
+        summary.predicted += 1
+        summary.files += _save_pictures(pred, model, output, alpha)
+        if pred.instances is None:
+            continue
+        image_id, grid, instances = ids[pred.path], pred.image.shape[:2], pred.instances
+        if gt is not None:
+            record = gt.by_name.get(pred.path.name)
+            if record is None:
+                summary.not_in_annotations += 1
+                continue
+            image_id, grid = record["id"], (int(record["height"]), int(record["width"]))
+            kept = [inst for inst in instances if inst.category_id in gt.category_ids]
+            summary.dropped_categories += len(instances) - len(kept)
+            instances = resize_instances(kept, grid)
+        results += to_coco_results(image_id, instances)
+        image_records.append({"id": image_id, "file_name": pred.path.name, "height": int(grid[0]),
+                              "width": int(grid[1]), "path": str(pred.path)})
+    summary.skipped = [str(p) for p in reader.skipped]
+    if summary.predicted == 0:
+        raise UserError(f"--images {images}: none of the {len(paths)} image(s) could be read")
+    if summary.not_in_annotations:
+        log.warning("%d of the %d predicted image(s) are not in --annotations %s (matched by file name): left out "
+                    "of %s", summary.not_in_annotations, summary.predicted, gt.path, RESULTS_NAME)
+    if summary.dropped_categories:
+        log.warning("%d instance(s) of categories that --annotations %s does not list were left out of %s",
+                    summary.dropped_categories, gt.path, RESULTS_NAME)
+    if task == "segmentation":
+        atomic_write_json(output / CLASSES_NAME, {str(i): n for i, n in enumerate(model.label_names)}, indent=2)
+        summary.files.append(str(output / CLASSES_NAME))
+    if not binary:
+        summary.detections = len(results)
+        summary.results = str(output / RESULTS_NAME)
+        atomic_write_json(output / RESULTS_NAME, results)
+        atomic_write_json(output / IMAGES_NAME, {
+            "weights": str(weights), "task": task, "scale": model.scale, "score_threshold": score_threshold,
+            "mask_threshold": mask_threshold, "annotations": None if gt is None else gt.path,
+            "images": image_records, "skipped": summary.skipped}, indent=2)
+        summary.files += [summary.results, str(output / IMAGES_NAME)]
+    else:
+        log.info("binary segmentation checkpoint: no category per pixel, so no %s", RESULTS_NAME)
+    return summary
+
+
+# ----------------------------------------------------------------------------- tools/write_submission.py
+def _test_image_paths(test_root: Path, image_ids: Iterable[str]) -> Tuple[Dict[str, Path], List[str]]:
+    """ImageId -> ``<test_root>/<ImageId without extension>.jpg`` for those present, and the missing ids."""
+    from .submission import image_key
+
+    found, missing = {}, []
+    for image_id in image_ids:
+        path = test_root / f"{image_key(image_id)}.jpg"
+        if path.is_file():
+            found[image_id] = path
+        else:
+            missing.append(image_id)
+    return found, missing
+
+
+@dataclass
+class SubmissionResult:
+    """What :func:`write_submission_from_checkpoint` wrote, and what the checker said about it."""
+
+    summary: object  # submission.SubmissionSummary
+    missing: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
+    violations: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = str(self.summary)
+        if self.missing:
+            text += f"; {len(self.missing)} ImageId(s) without an image file got '1 1' rows"
+        if self.skipped:
+            text += f"; {len(self.skipped)} unreadable image(s) got '1 1' rows"
+        return text
+
+
+def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sample_csv: PathLike,
+                                     output: PathLike, contexts: Optional[Sequence] = None, fmt: str = "2019",
+                                     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                                     mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+                                     max_detections: int = DEFAULT_MAX_DETECTIONS, allow_missing: bool = False,
+                                     overwrite: bool = False, progress: bool = True) -> SubmissionResult:
+    """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
+    checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
+
+    Masks go to the format's grid (512 x 512 for 2019) by the same nearest rule as the resized validation
+    annotations, overlaps are resolved by score, and every sample ImageId gets a row (``1 1`` where nothing
+    was detected or the image was unreadable). Sample ImageIds without an image file are a UserError
+    naming them, unless ``allow_missing`` (then ``1 1`` rows, with a warning). The written file is checked
+    again with :func:`submission.check_submission`; violations (none expected) are returned.
+    Segmentation checkpoints give one instance per class present (score 1.0); binary ones are refused.
+    """
+    from .submission import FORMATS, check_submission, read_sample_ids, write_submission
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    _check_thresholds(score_threshold, mask_threshold)
+    output, test_root = Path(output), Path(test_root)
+    if output.exists() and not overwrite:
+        raise UserError(f"--output {output} exists; pass --overwrite to replace it")
+    meta = read_meta(weights)
+    if meta["task"] == "segmentation" and (meta.get("classes") or {}).get("binary"):
+        raise UserError(f"--weights {weights}: a binary (garment/background) segmentation checkpoint predicts no "
+                        "category, so it cannot write a submission")
+    if not test_root.is_dir():
+        raise UserError(f"--test-root {test_root}: not a folder")
+    sample = read_sample_ids(sample_csv)
+    found, missing = _test_image_paths(test_root, sample)
+    if missing:
+        listed = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        if not allow_missing:
+            raise UserError(f"--test-root {test_root}: {len(missing)} of the {len(sample)} ImageIds of "
+                            f"--sample-csv {sample_csv} have no image file ({listed}); pass --allow-missing to "
+                            "write '1 1' rows for them")
+        log.warning("%d of the %d sample ImageIds have no image in %s (%s): writing '1 1' rows for them",
+                    len(missing), len(sample), test_root, listed)
+    model = load_model(weights, contexts)
+    log.info("%s checkpoint %s at %s", model.task, weights,
+             ", ".join(f"{k} {v}" for k, v in model.scale.items()))
+    reader = ImageReader(list(found.values()))
+    image_id_of = {path: image_id for image_id, path in found.items()}
+    sizes: Dict[str, Tuple[int, int]] = {}
+
+    def predictions():
+        from .submission import Instance
+
+        # write_submission shows the progress bar; this generator feeds it one image at a time.
+        for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=False):
+            sizes[image_id_of[pred.path]] = pred.image.shape[:2]
+            yield image_id_of[pred.path], [Instance(inst.category_id, inst.score, inst.rle)
+                                           for inst in pred.instances]
+
+    summary = write_submission(predictions(), sample_csv, output, fmt=fmt, score_threshold=score_threshold,
+                               mask_threshold=mask_threshold, overwrite=overwrite, progress=progress)
+    if reader.skipped:
+        log.warning("%d unreadable test image(s) got '1 1' rows: %s", len(reader.skipped),
+                    ", ".join(p.name for p in reader.skipped[:5]))
+    violations = check_submission(output, sample_csv=sample_csv, fmt=fmt, image_sizes=sizes)
+    return SubmissionResult(summary, missing, [str(p) for p in reader.skipped], violations)
+
+
+__all__ = ["ImagePrediction", "ImageReader", "LoadedModel", "PredictSummary", "SubmissionResult", "find_images",
+           "load_model", "predict_images", "predict_to_folder", "read_meta", "render_instances", "resize_instances",
+           "semantic_instances", "write_submission_from_checkpoint"]

@@ -1,0 +1,384 @@
+"""Prediction and submission tools on randomly initialised checkpoints, saved the way the trainers save them.
+
+A random Mask R-CNN (ResNet-18, He-initialised) detects plenty of boxes at score threshold 0, which is all
+these tests need: the tools' plumbing (checkpoint -> network, image grids, RLE, overlaps, files) is what
+is checked, not accuracy.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_fashion.convert import convert_imaterialist
+from gluon_fashion.data.semantic import ClassSet
+from gluon_fashion.engine.checkpoint import CheckpointManager
+from gluon_fashion.errors import UserError
+from gluon_fashion.evaluation.coco import evaluate_coco
+from gluon_fashion.images import read_rgb
+from gluon_fashion.models.mask_rcnn import build_mask_rcnn, checkpoint_meta, predict_instances
+from gluon_fashion.models.segmentation import build_segmentation_model
+from gluon_fashion.predict import (ImageReader, load_model, predict_images, predict_to_folder, semantic_instances,
+                                   write_submission_from_checkpoint)
+from gluon_fashion.rle import coco_to_mask, kaggle_to_mask, mask_to_coco, resize_coco_rle
+from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.submission import check_submission, read_sample_ids
+from gluon_fashion.visualize import palette
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "mask_rcnn_resnet18_v1b_coco"
+CLASSES = list(range(13))
+SHORT, MAX_SIZE = 256, 320
+SEG_CLASSES = ClassSet((0, 1, 6))
+ENV = dict(os.environ, GLUON_FASHION_NO_PROGRESS="1")
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:
+    """Sample dataset with train/val/test images and the converted (and 512 x 512 resized) val annotations."""
+    root = tmp_path_factory.mktemp("predict") / "sample"
+    make_sample_dataset(root, num_train=6, num_test=3, seed=11, min_size=128, max_size=256, progress=False)
+    convert_imaterialist(root, val_num=2, num_workers=1, progress=False)
+    assert len(list((root / "val").glob("*.jpg"))) >= 1 and len(list((root / "test").glob("*.jpg"))) == 3
+    return root
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn_weights(tmp_path_factory) -> str:
+    """A random Mask R-CNN checkpoint (best.params + .json) written by the trainers' CheckpointManager."""
+    mx.random.seed(0)
+    net = build_mask_rcnn(MODEL, CLASSES, pretrained=False, rpn_test_pre_nms=256, rpn_test_post_nms=32)
+    net(mx.nd.zeros((1, 3, SHORT, SHORT)))  # deferred shapes are known after a forward, as after training
+    meta = checkpoint_meta(MODEL, CLASSES, SHORT, MAX_SIZE, net.limits)
+    manager = CheckpointManager(str(tmp_path_factory.mktemp("mask_rcnn_ckpt") / "mask_rcnn"), meta,
+                                metric_name="segm_mAP")
+    assert manager.update_best(net, epoch=0, iteration=1, metric=0.0)
+    return manager.best_path
+
+
+@pytest.fixture(scope="module")
+def segmentation_weights(tmp_path_factory) -> str:
+    """A random FCN checkpoint for categories 0, 1, 6 (labels 1..3), meta as the segmentation trainer writes it."""
+    mx.random.seed(1)
+    net, build_kwargs = build_segmentation_model("fcn", SEG_CLASSES.num_classes, [mx.cpu()], backbone="resnet50",
+                                                 aux=False, base_size=96, crop_size=96, pretrained=False)
+    meta = {"task": "segmentation", "model": "fcn", "classes": SEG_CLASSES.to_dict(), "build_kwargs": build_kwargs,
+            "image_scale": {"base_size": 96, "crop_size": 96}}
+    manager = CheckpointManager(str(tmp_path_factory.mktemp("seg_ckpt") / "fcn_resnet50"), meta, metric_name="mIoU")
+    assert manager.update_best(net, epoch=0, iteration=1, metric=0.0)
+    return manager.best_path
+
+
+def _run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _tool_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gt_file(sample_root: Path) -> Path:
+    return sample_root / "annotations" / "resize_rle_instances_val.json"
+
+
+@pytest.fixture(scope="module")
+def cli_prediction(sample_root, mask_rcnn_weights, tmp_path_factory):
+    """tools/predict.py on the val images with the resized val annotations, every detection kept."""
+    out = tmp_path_factory.mktemp("cli_predict") / "out"
+    proc = _run_tool("predict", "--weights", mask_rcnn_weights, "--images", sample_root / "val", "--output", out,
+                     "--annotations", _gt_file(sample_root), "--score-threshold", "0")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def cli_submission(sample_root, mask_rcnn_weights, tmp_path_factory):
+    """tools/write_submission.py on the test images, every detection kept (so masks overlap before resolution)."""
+    out = tmp_path_factory.mktemp("cli_submission") / "submission.csv"
+    proc = _run_tool("write_submission", "--weights", mask_rcnn_weights, "--test-root", sample_root / "test",
+                     "--sample-csv", sample_root / "sample_submission.csv", "--output", out, "--score-threshold", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc
+
+
+def _read_rows(path: Path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+# --------------------------------------------------------------------------------------- predict tool
+def test_predict_cli_writes_overlays_and_results_that_evaluate(cli_prediction, sample_root):
+    out, proc = cli_prediction
+    gt = json.loads(_gt_file(sample_root).read_text())
+    gt_ids = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
+    val_images = sorted((sample_root / "val").glob("*.jpg"))
+    for path in val_images:
+        overlay = read_rgb(out / f"{path.stem}_overlay.png")
+        original = read_rgb(path)
+        assert overlay.shape == original.shape
+        assert np.abs(overlay.astype(int) - original.astype(int)).max() > 50  # masks and boxes were drawn
+    results = json.loads((out / "results.json").read_text())
+    index = json.loads((out / "images.json").read_text())
+    assert results and "predicted" in proc.stdout
+    assert {im["file_name"]: im["id"] for im in index["images"]} == {p.name: gt_ids[p.name] for p in val_images}
+    assert {r["image_id"] for r in results} <= set(gt_ids.values())
+    for det in results:
+        assert det["segmentation"]["size"] == [512, 512] and det["category_id"] in CLASSES
+        x, y, w, h = det["bbox"]
+        assert 0 <= x and 0 <= y and w >= 0 and h >= 0 and x + w <= 512.01 and y + h <= 512.01
+    metrics = evaluate_coco(_gt_file(sample_root), out / "results.json")
+    assert metrics.num_detections == len(results) and 0.0 <= metrics.segm_mAP <= 1.0
+
+
+def test_gt_grid_results_are_the_original_predictions_resized(cli_prediction, sample_root, mask_rcnn_weights,
+                                                              tmp_path):
+    gt_out, _ = cli_prediction
+    summary = predict_to_folder(mask_rcnn_weights, sample_root / "val", tmp_path / "own", score_threshold=0.0,
+                                progress=False)
+    own = json.loads((tmp_path / "own" / "results.json").read_text())
+    own_index = json.loads((tmp_path / "own" / "images.json").read_text())["images"]
+    gt_results = json.loads((gt_out / "results.json").read_text())
+    gt_index = json.loads((gt_out / "images.json").read_text())["images"]
+    assert summary.detections == len(own) == len(gt_results)
+    assert [im["id"] for im in own_index] == list(range(1, len(own_index) + 1))
+    gt_id = {im["file_name"]: im["id"] for im in gt_index}
+    for image in own_index:
+        original = read_rgb(image["path"])
+        assert (image["height"], image["width"]) == original.shape[:2]
+        mine = [r for r in own if r["image_id"] == image["id"]]
+        theirs = [r for r in gt_results if r["image_id"] == gt_id[image["file_name"]]]
+        assert [r["category_id"] for r in mine] == [r["category_id"] for r in theirs]
+        for a, b in zip(mine, theirs):
+            assert a["segmentation"]["size"] == list(original.shape[:2])
+            expected = coco_to_mask(resize_coco_rle(a["segmentation"], 512, 512))
+            assert np.array_equal(coco_to_mask(b["segmentation"]), expected)
+
+
+def test_prediction_path_matches_model_module_and_mask_threshold_is_monotonic(sample_root, mask_rcnn_weights):
+    model = load_model(mask_rcnn_weights)
+    assert model.task == "mask_rcnn" and model.scale == {"short": SHORT, "max_size": MAX_SIZE}
+    path = sorted((sample_root / "test").glob("*.jpg"))[0]
+    image = read_rgb(path)
+    reference = predict_instances(model.net, image, SHORT, MAX_SIZE, score_threshold=0.0)
+
+    def run(mask_threshold):
+        return next(predict_images(model, ImageReader([path]), score_threshold=0.0, mask_threshold=mask_threshold,
+                                   progress=False)).instances
+
+    default, low, high = run(0.5), run(0.3), run(0.7)
+    assert len(reference) == len(default) == len(low) == len(high) > 0
+    grown = shrunk = 0
+    for ref, mid, lo, hi in zip(reference, default, low, high):
+        assert (mid.category_id, mid.score) == (ref.category_id, ref.score) and mid.rle == ref.rle
+        mid_m, lo_m, hi_m = coco_to_mask(mid.rle), coco_to_mask(lo.rle), coco_to_mask(hi.rle)
+        assert not (hi_m & ~mid_m).any() and not (mid_m & ~lo_m).any()
+        grown += int(lo_m.sum() > mid_m.sum())
+        shrunk += int(hi_m.sum() < mid_m.sum())
+    assert grown and shrunk
+
+
+def test_two_contexts_predict_two_images_at_once_with_the_same_results(sample_root, mask_rcnn_weights):
+    paths = sorted((sample_root / "test").glob("*.jpg"))[:2]
+
+    def run(contexts):
+        model = load_model(mask_rcnn_weights, contexts)
+        return [(p.path, p.instances) for p in predict_images(model, ImageReader(paths), score_threshold=0.3,
+                                                                progress=False)]
+
+    single, double = run([mx.cpu(0)]), run([mx.cpu(0), mx.cpu(1)])
+    assert [path for path, _ in double] == paths == [path for path, _ in single]
+    for (_, one), (_, two) in zip(single, double):
+        assert len(one) == len(two) > 0
+        for a, b in zip(one, two):
+            assert a.category_id == b.category_id and a.score == pytest.approx(b.score, abs=1e-5)
+            assert np.array_equal(coco_to_mask(a.rle), coco_to_mask(b.rle))
+
+
+def test_unreadable_images_are_skipped_and_counted(sample_root, mask_rcnn_weights, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    good = sorted((sample_root / "test").glob("*.jpg"))[0]
+    shutil.copy(good, images / "b_good.jpg")
+    (images / "a_broken.jpg").write_bytes(b"not a jpeg at all")
+    (images / "c_empty.png").write_bytes(b"")
+    summary = predict_to_folder(mask_rcnn_weights, images, tmp_path / "out", score_threshold=0.0, progress=False)
+    assert summary.predicted == 1 and summary.images == 3
+    assert sorted(Path(p).name for p in summary.skipped) == ["a_broken.jpg", "c_empty.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["b_good_overlay.png"]
+    index = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert [im["file_name"] for im in index["images"]] == ["b_good.jpg"] and len(index["skipped"]) == 2
+    assert {r["image_id"] for r in json.loads((tmp_path / "out" / "results.json").read_text())} == {2}
+
+    (images / "b_good.jpg").unlink()
+    with pytest.raises(UserError, match="none of the 2 image"):
+        predict_to_folder(mask_rcnn_weights, images, tmp_path / "out2", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        predict_to_folder(mask_rcnn_weights, tmp_path / "empty", tmp_path / "out3", progress=False)
+
+
+def test_existing_outputs_are_refused_without_overwrite(cli_prediction, sample_root, mask_rcnn_weights, tmp_path):
+    out, _ = cli_prediction
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    with pytest.raises(UserError, match="--overwrite"):
+        predict_to_folder(mask_rcnn_weights, sample_root / "val", out, progress=False)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    with pytest.raises(UserError, match="--base-size"):
+        predict_to_folder(mask_rcnn_weights, sample_root / "val", tmp_path / "new", base_size=64, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_missing_meta_or_weights_is_a_clear_error_with_exit_2(mask_rcnn_weights, sample_root, tmp_path, capsys):
+    lonely = tmp_path / "lonely.params"
+    shutil.copy(mask_rcnn_weights, lonely)
+    predict_tool, submission_tool = _tool_module("predict"), _tool_module("write_submission")
+    assert predict_tool.main(["--weights", str(lonely), "--images", str(sample_root / "val"),
+                              "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "lonely.json" in err and "Traceback" not in err
+    assert submission_tool.main(["--weights", str(tmp_path / "nowhere.params"), "--test-root",
+                                 str(sample_root / "test"), "--sample-csv", str(sample_root / "sample_submission.csv"),
+                                 "--output", str(tmp_path / "sub.csv")]) == 2
+    assert "nowhere.params" in capsys.readouterr().err and not (tmp_path / "sub.csv").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_meta_exits_2_from_the_command_line(mask_rcnn_weights, sample_root, tmp_path):
+    lonely = tmp_path / "lonely.params"
+    os.link(mask_rcnn_weights, lonely)
+    proc = _run_tool("write_submission", "--weights", lonely, "--test-root", sample_root / "test", "--sample-csv",
+                     sample_root / "sample_submission.csv", "--output", tmp_path / "sub.csv")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and "lonely.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ submission tool
+def test_submission_cli_passes_the_checker_with_overlaps_resolved(cli_submission, sample_root):
+    out, proc = cli_submission
+    sample = sample_root / "sample_submission.csv"
+    assert check_submission(out, sample_csv=sample, fmt="2019") == []
+    assert out.read_text(encoding="utf-8").splitlines()[0] == "ImageId,EncodedPixels,ClassId"
+    header, rows = _read_rows(out)
+    assert {r[0] for r in rows} == set(read_sample_ids(sample))
+    assert "rows for 3 images" in proc.stdout
+    by_image = {}
+    for image_id, encoded, class_id in rows:
+        assert int(class_id) in CLASSES
+        by_image.setdefault(image_id, []).append(kaggle_to_mask(encoded, 512, 512))
+    for image_id, masks in by_image.items():
+        assert len(masks) > 1  # 32 random detections each: overlapping before resolution, disjoint after
+        assert np.stack(masks).sum(axis=0).max() == 1, image_id
+
+
+def test_check_flag_reports_every_violation(cli_submission, sample_root, tmp_path):
+    out, _ = cli_submission
+    sample = sample_root / "sample_submission.csv"
+    header, rows = _read_rows(out)
+    dropped = rows[-1][0]
+    broken = [rows[0], rows[0], [rows[1][0], rows[1][1], "99"]] + [r for r in rows[2:] if r[0] != dropped]
+    broken.append([rows[0][0], "262140 10", "1"])  # runs past 512 * 512
+    bad = tmp_path / "broken.csv"
+    with open(bad, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([header] + broken)
+    proc = _run_tool("write_submission", "--check", bad, "--sample-csv", sample)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for kind in ("[overlap]", "[class_id]", "[missing_image]", "[bounds]"):
+        assert kind in proc.stdout, kind
+    assert dropped in proc.stdout
+    assert _tool_module("write_submission").main(["--check", str(out), "--sample-csv", str(sample)]) == 0
+
+
+def test_missing_test_images_and_zero_detections(sample_root, mask_rcnn_weights, tmp_path):
+    test_root = tmp_path / "test"
+    shutil.copytree(sample_root / "test", test_root)
+    removed = sorted(test_root.glob("*.jpg"))[0]
+    removed.unlink()
+    sample = sample_root / "sample_submission.csv"
+    with pytest.raises(UserError, match=f"1 of the 3 ImageIds.*{removed.stem}.*--allow-missing"):
+        write_submission_from_checkpoint(mask_rcnn_weights, test_root, sample, tmp_path / "a.csv", progress=False)
+    assert not (tmp_path / "a.csv").exists()
+    # The 2020 layout: ImageIds without .jpg, an AttributesIds column.
+    sample_2020 = tmp_path / "sample_2020.csv"
+    with open(sample_2020, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            [["ImageId", "EncodedPixels", "ClassId", "AttributesIds"]]
+            + [[Path(i).stem, "1 1", "23", ""] for i in read_sample_ids(sample)])
+    # Nothing scores 1.0, so every image gets the sample's placeholder row.
+    result = write_submission_from_checkpoint(mask_rcnn_weights, test_root, sample_2020, tmp_path / "b.csv",
+                                              fmt="2020", score_threshold=1.0, allow_missing=True, progress=False)
+    assert result.violations == [] and result.missing == [removed.stem]
+    assert result.summary.images_with_detections == 0
+    header, rows = _read_rows(tmp_path / "b.csv")
+    assert header == ["ImageId", "EncodedPixels", "ClassId", "AttributesIds"]
+    assert sorted(rows) == sorted([[Path(i).stem, "1 1", "23", ""] for i in read_sample_ids(sample)])
+    with pytest.raises(UserError, match="--overwrite"):
+        write_submission_from_checkpoint(mask_rcnn_weights, test_root, sample, tmp_path / "b.csv", progress=False)
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+def test_semantic_instances_one_per_class_present():
+    labels = np.zeros((6, 8), dtype=np.int32)
+    labels[1:3, 2:5] = 3
+    labels[4:6, 0:2] = 1
+    labels[0, 7] = 9  # not a label of this class set: ignored
+    instances = semantic_instances(labels, (4, 5, 10))
+    assert [i.category_id for i in instances] == [4, 10] and all(i.score == 1.0 for i in instances)
+    assert np.array_equal(coco_to_mask(instances[0].rle), labels == 1)
+    assert np.array_equal(coco_to_mask(instances[1].rle), labels == 3)
+    assert instances[1].box.tolist() == [2, 1, 5, 3] and instances[1].rle == mask_to_coco(labels == 3)
+
+
+def test_segmentation_checkpoint_predicts_and_submits(sample_root, segmentation_weights, tmp_path):
+    summary = predict_to_folder(segmentation_weights, sample_root / "test", tmp_path / "out", progress=False)
+    assert summary.task == "segmentation" and summary.predicted == 3
+    legend = json.loads((tmp_path / "out" / "classes.json").read_text())
+    assert legend == {"0": "background", "1": SEG_CLASSES.class_names[1], "2": SEG_CLASSES.class_names[2],
+                      "3": SEG_CLASSES.class_names[3]}
+    colours = palette(SEG_CLASSES.num_classes)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    index = {im["file_name"]: im["id"] for im in json.loads((tmp_path / "out" / "images.json").read_text())["images"]}
+    for path in sorted((sample_root / "test").glob("*.jpg")):
+        coloured = read_rgb(tmp_path / "out" / f"{path.stem}_labels.png")
+        assert coloured.shape == read_rgb(path).shape and (tmp_path / "out" / f"{path.stem}_overlay.png").is_file()
+        matches = (coloured[:, :, None, :] == colours[None, None]).all(axis=-1)
+        assert matches.any(axis=-1).all()  # only palette colours
+        labels = matches.argmax(axis=-1)
+        dets = [r for r in results if r["image_id"] == index[path.name]]
+        present = sorted(int(k) for k in np.unique(labels) if k > 0)
+        assert [d["category_id"] for d in dets] == [SEG_CLASSES.category_ids[k - 1] for k in present]
+        for det, k in zip(dets, present):
+            assert np.array_equal(coco_to_mask(det["segmentation"]), labels == k)
+    assert summary.detections == len(results)
+
+    sample = sample_root / "sample_submission.csv"
+    result = write_submission_from_checkpoint(segmentation_weights, sample_root / "test", sample,
+                                              tmp_path / "sub.csv", progress=False)
+    assert result.violations == []
+    header, rows = _read_rows(tmp_path / "sub.csv")
+    assert {r[0] for r in rows} == set(read_sample_ids(sample))
+    assert {int(r[2]) for r in rows if r[1] != "1 1"} <= set(SEG_CLASSES.category_ids)
+
+
+def test_binary_segmentation_checkpoint_cannot_submit(segmentation_weights, sample_root, tmp_path):
+    meta = json.loads(Path(segmentation_weights[:-len(".params")] + ".json").read_text())
+    meta["classes"] = ClassSet((0, 1, 6), binary=True).to_dict()
+    (tmp_path / "binary.json").write_text(json.dumps(meta))
+    os.link(segmentation_weights, tmp_path / "binary.params")
+    with pytest.raises(UserError, match="binary"):
+        write_submission_from_checkpoint(tmp_path / "binary.params", sample_root / "test",
+                                         sample_root / "sample_submission.csv", tmp_path / "sub.csv", progress=False)
