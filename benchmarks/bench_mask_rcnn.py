@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""Benchmark the Mask R-CNN data pipeline and training on CPU with generated sample data (no weights needed).
+
+    python benchmarks/bench_mask_rcnn.py --mode pipeline      # photo-sized images: samples/s and mask memory
+    python benchmarks/bench_mask_rcnn.py --mode train         # training samples/s: C4/FPN x 1/2 CPU contexts
+    python benchmarks/bench_mask_rcnn.py --mode convergence   # ~20 min: train until val segm mAP >= 0.3?
+
+pipeline: photos with a long side of 3000-4500 px and their instances (sample generator, once, under
+benchmarks/_work/), loaded as in training (``FashionInstance`` + ``MaskRCNNTrainTransform`` at 800/1333 with
+RPN targets) against the same pipeline decoding every instance at full resolution first and then resizing
+it, and against that with the JPEG also decoded at full size. Same images, same process, the variants
+interleaved image by image. Target: >= 3x samples/s over the full-resolution-masks pipeline.
+train: ``train_mask_rcnn.py``'s trainer from random initialisation on the small sample dataset; samples/s
+over the iterations after the first two (hybridisation, allocation), read from the run's metrics JSONL.
+convergence: the trainer on the default sample dataset (160 photos, 20 held out for validation) for
+``--epochs``; prints wall time and the validation segm mAP of every validation. Target: segm mAP >= 0.3
+within 20 minutes. Not run yet: its settings are untuned.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Dict, List
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+WORK = HERE / "_work" / "mask_rcnn"
+TARGET_SPEEDUP = 3.0
+TARGET_SEGM_MAP = 0.3
+TARGET_MINUTES = 20.0
+SMALL_BUDGET = ["--rpn-train-pre-nms", "300", "--rpn-train-post-nms", "100", "--rcnn-num-sample", "32",
+                "--rpn-test-pre-nms", "300", "--rpn-test-post-nms", "50"]
+
+
+def converted_sample(name: str, **kwargs) -> Path:
+    """Generate (once) a sample dataset under benchmarks/_work and convert it."""
+    from gluon_fashion.convert import convert_imaterialist
+    from gluon_fashion.sample import make_sample_dataset
+    root = WORK / name
+    if not (root / "annotations" / "rle_instances_train.json").is_file():
+        val_num = kwargs.pop("val_num", 1)
+        make_sample_dataset(root, overwrite=True, progress=False, **kwargs)
+        convert_imaterialist(root, val_num=val_num, num_workers=1, overwrite=True, progress=False)
+    return root
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+# -------------------------------------------------------------------------------------------- pipeline
+def bench_pipeline(args) -> None:
+    from gluon_fashion.data.instance import FashionInstance, split_files
+    from gluon_fashion.images import read_rgb
+    from gluon_fashion.models.mask_rcnn import build_mask_rcnn
+    from gluon_fashion.rle import coco_to_mask
+    from gluon_fashion.transforms.instance import MaskRCNNTrainTransform
+
+    class FullResolutionFirst(MaskRCNNTrainTransform):
+        """Baseline: every instance decoded to a full-size mask, then resized to the training size."""
+
+        def decode_masks(self, segms, height, width, out_height, out_width):
+            full = np.stack([coco_to_mask(s) for s in segms])
+            return np.stack([cv2.resize(m, (out_width, out_height), interpolation=cv2.INTER_NEAREST) for m in full])
+
+    root = converted_sample("photos", num_train=args.photos + 1, num_test=0, min_size=3000, max_size=4500,
+                            seed=7)
+    net = build_mask_rcnn("mask_rcnn_resnet50_v1b_coco", range(46), pretrained=False)
+    files = split_files(root, "train")
+    variants = {"decode at training size": MaskRCNNTrainTransform(args.short, args.max_size, net),
+                "full resolution first": FullResolutionFirst(args.short, args.max_size, net),
+                "+ full-size JPEG decode": FullResolutionFirst(args.short, args.max_size, net)}
+    datasets = {name: FashionInstance(*files, transform=t, reduced_decode=not name.startswith("+"))
+                for name, t in variants.items()}
+    plain = FashionInstance(*files)
+    sizes = [plain[i][0].shape[:2] for i in range(len(plain))]
+    instances = [len(plain[i][2]) for i in range(len(plain))]
+    print(f"{len(plain)} photos, {min(max(s) for s in sizes)}-{max(max(s) for s in sizes)} px long side, "
+          f"{np.mean(instances):.1f} instances each; training scale {args.short}/{args.max_size}; {machine()}")
+    decode, reduced = [], []
+    for i in range(len(plain)):
+        started = time.perf_counter()
+        read_rgb(plain.image_path(i))
+        decode.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        plain.read_image(i, min_size=_scaled(plain.image_size(i), args.short, args.max_size))
+        reduced.append(time.perf_counter() - started)
+    print(f"JPEG decode: {np.mean(decode) * 1000:.0f} ms per photo at full size, {np.mean(reduced) * 1000:.0f} ms "
+          "reduced by DCT scaling to cover the training size")
+
+    seconds = {name: 0.0 for name in datasets}
+    mask_seconds = {name: 0.0 for name in datasets}
+    for _ in range(args.repeats):
+        for i in range(len(plain)):
+            height, width = plain.image_size(i)
+            out_h, out_w = _scaled((height, width), args.short, args.max_size)
+            segms = plain[i][2]
+            for name, dataset in datasets.items():  # interleaved, so background load hits all alike
+                started = time.perf_counter()
+                dataset[i]
+                seconds[name] += time.perf_counter() - started
+                started = time.perf_counter()
+                variants[name].decode_masks(segms, height, width, out_h, out_w)
+                mask_seconds[name] += time.perf_counter() - started
+    count = args.repeats * len(plain)
+    peaks = {}
+    for name, transform in variants.items():
+        tracemalloc.start()
+        for i in range(len(plain)):
+            image, _, segms = plain[i]
+            out_h, out_w = _scaled(image.shape[:2], args.short, args.max_size)
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            transform.decode_masks(segms, image.shape[0], image.shape[1], out_h, out_w)
+            peaks[name] = max(peaks.get(name, 0), tracemalloc.get_traced_memory()[1] - base)
+        tracemalloc.stop()
+    print(f"{'variant':26s} {'samples/s':>10s} {'masks ms/photo':>15s} {'mask peak MB':>13s}")
+    for name in datasets:
+        print(f"{name:26s} {count / seconds[name]:10.2f} {1000 * mask_seconds[name] / count:15.1f} "
+              f"{peaks[name] / 2**20:13.1f}")
+    ours, base, naive = (count / seconds[n] for n in datasets)
+    masks_ratio = mask_seconds["full resolution first"] / mask_seconds["decode at training size"]
+    print(f"speed-up: {ours / base:.2f}x whole sample vs full-resolution masks (target >= {TARGET_SPEEDUP:.0f}x), "
+          f"{ours / naive:.2f}x vs full-resolution masks and JPEG; {masks_ratio:.1f}x mask stage; "
+          f"mask memory {peaks['full resolution first'] / max(peaks['decode at training size'], 1):.0f}x less")
+
+
+def _scaled(shape, short, max_size):
+    from gluon_fashion.transforms.instance import scaled_size
+    return scaled_size(shape[0], shape[1], short, max_size)
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _speed_from_metrics(prefix: str, batch: int, skip: int = 2) -> float:
+    with open(prefix + "_metrics.jsonl", encoding="utf-8") as handle:
+        times = [r["time"] for r in map(json.loads, handle) if r["split"] == "train_iter"]
+    if len(times) <= skip + 1:
+        return float("nan")
+    return batch * (len(times) - 1 - skip) / (times[-1] - times[skip])
+
+
+def bench_train(args) -> None:
+    from gluon_fashion.trainers.mask_rcnn import build_parser, train
+    root = converted_sample("small", num_train=args.images + 2, num_test=0, seed=5, val_num=1)
+    print(f"training samples/s, random init, short {args.short} max {args.max_size}, RoI budget "
+          f"{' '.join(SMALL_BUDGET)}; {machine()}")
+    print(f"{'configuration':34s} {'contexts':>8s} {'batch':>5s} {'samples/s':>10s}")
+    for network, fpn in (("resnet18_v1b", False), ("resnet18_v1b", True)):
+        for contexts in (1, 2):
+            out = WORK / "runs" / f"{network}{'_fpn' if fpn else ''}_{contexts}ctx_{int(time.time())}"
+            flags = ["--dataset-root", str(root), "--save-prefix", f"{out}/", "--network", network,
+                     "--no-pretrained", "--short", str(args.short), "--max-size", str(args.max_size),
+                     "--epochs", "1", "--cpu-contexts", str(contexts), "--batch-size", str(contexts),
+                     "--lr", "0.005", "--lr-warmup", "0", "-j", "1", "--val-max-images", "1",
+                     "--log-interval", "1000"] + SMALL_BUDGET + (["--use-fpn"] if fpn else [])
+            train(build_parser().parse_args(flags))
+            prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
+            name = f"mask_rcnn_{'fpn_' if fpn else ''}{network}"
+            print(f"{name:34s} {contexts:8d} {contexts:5d} {_speed_from_metrics(prefix, contexts):10.2f}",
+                  flush=True)
+
+
+# ----------------------------------------------------------------------------------------- convergence
+def bench_convergence(args) -> None:
+    from gluon_fashion.trainers.mask_rcnn import build_parser, train
+    root = converted_sample("convergence", num_train=160, num_test=0, seed=0, val_num=20)
+    out = WORK / "runs" / f"convergence_{int(time.time())}"
+    flags = ["--dataset-root", str(root), "--save-prefix", f"{out}/", "--network", args.network,
+             "--short", str(args.short), "--max-size", str(args.max_size), "--epochs", str(args.epochs),
+             "--lr", str(args.lr), "--lr-warmup", "50", "--lr-decay-epoch", str(int(args.epochs * 0.75)),
+             "--val-interval", "2", "-j", "2", "--log-interval", "20", "--classes", args.classes,
+             "--rpn-train-pre-nms", "1000", "--rpn-train-post-nms", "300", "--rcnn-num-sample", "128",
+             "--rpn-test-pre-nms", "1000", "--rpn-test-post-nms", "100"]
+    flags += ["--use-fpn"] if args.use_fpn else []
+    flags += ["--pretrained-weights", args.pretrained_weights] if args.pretrained_weights else ["--no-pretrained"]
+    started = time.perf_counter()
+    result = train(build_parser().parse_args(flags))
+    minutes = (time.perf_counter() - started) / 60
+    prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
+    with open(prefix + "_metrics.jsonl", encoding="utf-8") as handle:
+        for record in map(json.loads, handle):
+            if record["split"] == "val":
+                print(f"epoch {record['epoch']:3d}: segm mAP {record['values']['segm_mAP']:.3f}, "
+                      f"bbox mAP {record['values']['bbox_mAP']:.3f}")
+    best = result["best_segm_mAP"] or 0.0
+    print(f"{minutes:.1f} min; best segm mAP {best:.3f} (target >= {TARGET_SEGM_MAP} within {TARGET_MINUTES:.0f} "
+          f"min: {'met' if best >= TARGET_SEGM_MAP and minutes <= TARGET_MINUTES else 'not met'}); {machine()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("pipeline", "train", "convergence"), default="pipeline")
+    parser.add_argument("--photos", type=int, default=4, help="pipeline: photo-sized images to synthesize")
+    parser.add_argument("--repeats", type=int, default=3, help="pipeline: passes over the photos per variant")
+    parser.add_argument("--images", type=int, default=8, help="train: training images (iterations per run)")
+    parser.add_argument("--short", type=int, default=None, help="default: 800 (pipeline), 256 (train), 320")
+    parser.add_argument("--max-size", type=int, default=None, help="default: 1333 (pipeline), 384 (train), 480")
+    parser.add_argument("--network", default="resnet18_v1b", help="convergence: backbone")
+    parser.add_argument("--use-fpn", action="store_true", help="convergence: FPN variant")
+    parser.add_argument("--epochs", type=int, default=8, help="convergence: epochs")
+    parser.add_argument("--lr", type=float, default=0.01, help="convergence: learning rate")
+    parser.add_argument("--classes", default="all", help="convergence: --classes of the trainer")
+    parser.add_argument("--pretrained-weights", default=None, help="convergence: COCO .params to start from")
+    args = parser.parse_args()
+    defaults = {"pipeline": (800, 1333), "train": (256, 384), "convergence": (320, 480)}[args.mode]
+    args.short = args.short or defaults[0]
+    args.max_size = args.max_size or defaults[1]
+    os.environ.setdefault("GLUON_FASHION_NO_PROGRESS", "1")
+    {"pipeline": bench_pipeline, "train": bench_train, "convergence": bench_convergence}[args.mode](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Instance dataset (Mask R-CNN) over the converter's COCO JSON, with masks kept run-length encoded.
+
+GluonCV's ``COCOInstance`` expects polygon masks and reads every image through ``mx.image.imread``; here
+the masks stay compressed RLE until the transform decodes them straight at the training resolution
+(``gluon_fashion.transforms.instance``), and images are decoded RGB whatever their JPEG mode.
+
+Indices may carry the epoch (``epoch * len(dataset) + i``, see ``data.semantic.EpochTaggedBatches``): the
+augmentation of sample ``i`` in epoch ``e`` is then seeded by ``(seed, e, i)`` alone, so a resumed run and
+any number of loader workers draw the same flips as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from gluoncv.data import COCOInstance
+
+from ..engine import EpochBatchSampler, epoch_seed
+from ..errors import UserError
+from ..images import read_rgb
+from ..labels import CATEGORY_NAMES, NUM_CATEGORIES
+
+TRAIN_ANNOTATIONS = "annotations/rle_instances_train.json"
+VAL_ANNOTATIONS = "annotations/rle_instances_val.json"
+VAL_RESIZED_ANNOTATIONS = "annotations/resize_rle_instances_val.json"
+_IMAGE_DIRS = {TRAIN_ANNOTATIONS: "train", VAL_ANNOTATIONS: "val", VAL_RESIZED_ANNOTATIONS: "val"}
+
+
+def split_files(root: str, split: str) -> Tuple[Path, Path]:
+    """(annotation JSON, image folder) of ``split``: "train", "val" or "val_resized" (512x512 masks)."""
+    names = {"train": TRAIN_ANNOTATIONS, "val": VAL_ANNOTATIONS, "val_resized": VAL_RESIZED_ANNOTATIONS}
+    if split not in names:
+        raise ValueError(f"split must be one of {sorted(names)}, got {split!r}")
+    return Path(root) / names[split], Path(root) / _IMAGE_DIRS[names[split]]
+
+
+def load_coco_json(path: Path) -> Dict:
+    """The converter's COCO JSON, with a UserError that says how to make it when it is missing."""
+    if not path.is_file():
+        raise UserError(f"{path} not found: convert the Kaggle CSV first with "
+                        f"python tools/convert_imaterialist_to_coco.py --data_root {path.parent.parent}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read COCO JSON ({exc})") from None
+    if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
+        raise UserError(f"{path}: not a COCO instance file (needs 'images' and 'annotations')")
+    return data
+
+
+def read_rgb_at_least(path: str, height: int, width: int, min_height: int, min_width: int,
+                      source: str = "the annotations") -> np.ndarray:
+    """RGB pixels of a ``height x width`` image, decoded as small as possible but covering ``min_height x
+    min_width``: JPEGs at 1/2, 1/4 or 1/8 scale through libjpeg's DCT scaling (several times faster than a
+    full decode of a photo, and no full-size buffer), anything else at full size with ``images.read_rgb``.
+
+    UserError when the pixels do not have the size ``source`` records.
+    """
+    factor = next((f for f in (8, 4, 2) if -(-height // f) >= min_height and -(-width // f) >= min_width), 1)
+    if factor > 1 and _is_jpeg(path):
+        flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+        decoded = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+        if decoded is None:
+            raise UserError(f"{path}: cannot decode image")
+        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    else:
+        factor, image = 1, read_rgb(path)
+    expected = (-(-height // factor), -(-width // factor))
+    if image.shape[:2] != expected:
+        shape = (f"{image.shape[0]}x{image.shape[1]}" if factor == 1 else
+                 f"about {image.shape[0] * factor}x{image.shape[1] * factor} (decoded at 1/{factor} scale)")
+        raise UserError(f"{path}: image is {shape} but {source} says {height}x{width}")
+    return image
+
+
+def _is_jpeg(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(3) == b"\xff\xd8\xff"
+
+
+class FashionInstance(COCOInstance):
+    """iMaterialist instances: ``dataset[i] -> (rgb uint8 HxWx3, label (N, 5) float32, [COCO RLE] * N)``.
+
+    ``label`` rows are ``x1, y1, x2, y2, contiguous class`` (boxes clipped to the image); the class index
+    ``k`` stands for Kaggle category ``category_ids[k]``. ``category_ids`` selects and orders the trained
+    categories (default: all 46); annotations of other categories are dropped, and with ``skip_empty``
+    so are images left without any. With a transform that has ``pick_size`` (the training transform) and
+    ``reduced_decode``, a JPEG is decoded at the smallest 1/2^k scale that still covers the training size.
+    """
+
+    def __init__(self, annotation_file: str, image_dir: str, category_ids: Optional[Sequence[int]] = None,
+                 transform: Optional[Callable] = None, min_object_area: float = 1, skip_empty: bool = True,
+                 seed: int = 0, reduced_decode: bool = True):
+        self.annotation_file = Path(annotation_file)
+        self.image_dir = Path(image_dir)
+        ids = tuple(range(NUM_CATEGORIES)) if category_ids is None else tuple(int(i) for i in category_ids)
+        if not ids or len(set(ids)) != len(ids):
+            raise UserError(f"category ids must be distinct and not empty, got {list(ids)}")
+        self.category_ids: Tuple[int, ...] = ids
+        self.seed = int(seed)
+        self.reduced_decode = bool(reduced_decode)
+        self.image_records: List[Dict] = []
+        self._class_names = [CATEGORY_NAMES[i] if i < NUM_CATEGORIES else str(i) for i in ids]
+        if not self.image_dir.is_dir():
+            raise UserError(f"{self.image_dir}: image folder not found (images of {self.annotation_file})")
+        super().__init__(root=str(self.image_dir), splits=(str(self.annotation_file),), transform=transform,
+                         min_object_area=min_object_area, skip_empty=skip_empty)
+
+    def __str__(self) -> str:
+        return f"FashionInstance({self.annotation_file}, {len(self)} images, {self.num_class} classes)"
+
+    @property
+    def classes(self) -> List[str]:
+        """Category names in label order."""
+        return list(self._class_names)
+
+    @property
+    def coco(self):
+        """pycocotools COCO of the annotation file (for evaluation)."""
+        if not self._coco:
+            from pycocotools.coco import COCO
+            coco = COCO()
+            coco.dataset = load_coco_json(self.annotation_file)
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
+                coco.createIndex()
+            self._coco.append(coco)
+        return self._coco[0]
+
+    def _load_jsons(self):
+        """Four lists, as GluonCV's samplers expect: image paths, labels, RLE masks, aspect ratios."""
+        data = load_coco_json(self.annotation_file)
+        self.json_id_to_contiguous = {cid: k for k, cid in enumerate(self.category_ids)}
+        self.contiguous_id_to_json = {k: cid for cid, k in self.json_id_to_contiguous.items()}
+        names = {c["id"]: c["name"] for c in data.get("categories", []) if "id" in c and "name" in c}
+        self._class_names = [names.get(cid, name) for cid, name in zip(self.category_ids, self._class_names)]
+        by_image: Dict[int, List[Dict]] = {}
+        for ann in data["annotations"]:
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        items, labels, segms, ratios = [], [], [], []
+        for entry in sorted(data["images"], key=lambda e: e["id"]):
+            path = self.image_dir / entry["file_name"]
+            if not path.is_file():
+                raise UserError(f"{path}: image listed in {self.annotation_file} (id {entry['id']}) is missing")
+            label, segm = self._valid_objects(entry, by_image.get(entry["id"], []))
+            if self._skip_empty and label is None:
+                continue
+            height = entry.get("orig_height", entry["height"])
+            width = entry.get("orig_width", entry["width"])
+            items.append(str(path))
+            labels.append(label)
+            segms.append(segm)
+            ratios.append(float(width) / float(height))
+            self.image_records.append(entry)
+        if not items:
+            raise UserError(f"{self.annotation_file}: no image with an annotation of the selected categories "
+                            f"{list(self.category_ids)}")
+        return items, labels, segms, ratios
+
+    def _valid_objects(self, entry: Dict, anns: List[Dict]):
+        """GluonCV's rules (no crowd, clipped box of at least 4 px^2 and area > min) on RLE annotations."""
+        width, height = entry["width"], entry["height"]
+        boxes, rles = [], []
+        for ann in anns:
+            label = self.json_id_to_contiguous.get(ann["category_id"])
+            if label is None or ann.get("iscrowd", 0) or ann.get("ignore", 0):
+                continue
+            x, y, w, h = ann["bbox"]
+            x1, y1 = min(max(0.0, x), width), min(max(0.0, y), height)
+            x2, y2 = min(max(0.0, x + max(0.0, w)), width), min(max(0.0, y + max(0.0, h)), height)
+            if ann["area"] > self._min_object_area and x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) >= 4:
+                segm = ann["segmentation"]
+                if not isinstance(segm, dict) or list(segm.get("size", [])) != [height, width]:
+                    raise UserError(f"{self.annotation_file}: annotation {ann.get('id')} of image {entry['id']} "
+                                    f"needs an RLE mask of size {[height, width]}")
+                boxes.append([x1, y1, x2, y2, label])
+                rles.append(segm)
+        if not boxes:
+            return None, None
+        return np.asarray(boxes, dtype=np.float32), rles
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def image_path(self, index: int) -> str:
+        """Path of image ``index``."""
+        return self._items[index]
+
+    def rng_seed(self, index: int, epoch: int = 0) -> int:
+        """Seed of sample ``index``'s augmentation in ``epoch`` (32 bits, for ``np.random.seed``)."""
+        return int(np.random.SeedSequence([self.seed % 2**32, int(epoch), int(index)]).generate_state(1)[0])
+
+    def image_size(self, index: int) -> Tuple[int, int]:
+        """(height, width) of image ``index`` as recorded in the JSON (the original photo's size)."""
+        record = self.image_records[index]
+        return int(record.get("orig_height", record["height"])), int(record.get("orig_width", record["width"]))
+
+    def read_image(self, index: int, min_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """RGB pixels of image ``index``; with ``min_size`` (h, w) possibly decoded smaller, down to that size."""
+        height, width = self.image_size(index)
+        min_height, min_width = min_size or (height, width)
+        return read_rgb_at_least(self._items[index], height, width, min_height, min_width,
+                                 source=str(self.annotation_file))
+
+    def __getitem__(self, index: int):
+        epoch, index = divmod(int(index), len(self._items))
+        label, segms = self._labels[index], self._segms[index]
+        if self._transform is None:
+            return self.read_image(index), label, segms
+        # GluonCV's RPN target sampler draws from NumPy's global generator: seed it per sample.
+        np.random.seed(self.rng_seed(index, epoch))
+        pick_size = getattr(self._transform, "pick_size", None)
+        if pick_size is None or not self.reduced_decode:
+            return self._transform(self.read_image(index), label, segms)
+        size = self.image_size(index)
+        out_size = pick_size(*size)
+        return self._transform(self.read_image(index, out_size), label, segms, orig_size=size, out_size=out_size)
+
+
+class AspectRatioBatchSampler(EpochBatchSampler):
+    """``EpochBatchSampler`` whose batches group images of similar aspect ratio (less padding).
+
+    The epoch's seeded permutation is cut into buckets of ``batch_size * bucket_mult`` images; each bucket
+    is sorted by aspect ratio and cut into batches, and the batches are shuffled. Order depends only on
+    ``(seed, epoch)``, so ``set_epoch(epoch, skip=k)`` resumes exactly.
+    """
+
+    def __init__(self, aspect_ratios: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 bucket_mult: int = 32, num_parts: int = 1, part_index: int = 0):
+        super().__init__(len(aspect_ratios), batch_size, shuffle=shuffle, seed=seed, last_batch="discard",
+                         num_parts=num_parts, part_index=part_index)
+        self.aspect_ratios = np.asarray(aspect_ratios, dtype=np.float64)
+        self.bucket_mult = max(1, int(bucket_mult))
+
+    def _batches(self) -> List[List[int]]:
+        indices = self._indices()[: len(self) * self.batch_size]
+        bucket = self.batch_size * self.bucket_mult
+        batches = []
+        for start in range(0, len(indices), bucket):
+            chunk = indices[start:start + bucket]
+            chunk = chunk[np.argsort(self.aspect_ratios[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        if self.shuffle:
+            order = np.random.RandomState(epoch_seed(self.seed + 1, self.epoch)).permutation(len(batches))
+            batches = [batches[i] for i in order]
+        return batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        yield from self._batches()[self.skip:]

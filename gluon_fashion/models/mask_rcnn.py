@@ -1,0 +1,359 @@
+"""Mask R-CNN: GluonCV COCO models re-headed for fashion categories, loading from checkpoints, inference.
+
+Building never lets GluonCV touch its model store: the COCO-shaped network is always constructed with
+``pretrained=False, pretrained_base=False`` and the COCO weights (found offline by
+``models.pretrained.require_pretrained``, or given as a file) are copied in before ``reset_class`` swaps the
+80 COCO classes for the fashion ones, reusing the rows of COCO classes that are the same thing
+(``labels.COCO_CLASS_FOR_CATEGORY``).
+
+Inference returns one :class:`Instance` per detection with its mask as a compressed COCO RLE on the
+requested grid (the original image by default): masks are pasted one at a time into their box, so a
+100-detection prediction on an 8688x5792 photo never holds more than one box-sized mask.
+"""
+from __future__ import annotations
+
+import logging
+import types
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import mxnet as mx
+import numpy as np
+from PIL import Image
+
+from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
+from ..errors import UserError
+from ..labels import CATEGORY_NAMES, COCO_CLASS_FOR_CATEGORY, NUM_CATEGORIES
+from ..rle import runs_to_coco
+from ..transforms.instance import normalize_image, resize_image, scaled_size
+from .pretrained import load_state_matching, require_pretrained
+
+TASK = "mask_rcnn"
+#: Knobs that bound RPN/RoI counts (``None`` keeps the zoo model's value); recorded in checkpoints.
+LIMIT_KEYS = ("rpn_train_pre_nms", "rpn_train_post_nms", "rcnn_num_sample", "rpn_test_pre_nms",
+              "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt")
+MASK_THRESHOLD = 0.5
+log = logging.getLogger(__name__)
+
+Context = Union[mx.Context, Sequence[mx.Context], None]
+ClassSpec = Union[int, Mapping]
+
+
+class Instance(NamedTuple):
+    """One detection: Kaggle category id, score, box ``x1, y1, x2, y2`` and binary mask (COCO RLE), both
+    on the output grid."""
+
+    category_id: int
+    score: float
+    box: np.ndarray
+    rle: Dict
+
+
+def zoo_name(network: str, use_fpn: bool = False) -> str:
+    """GluonCV model name of the COCO Mask R-CNN with this backbone, e.g. ``mask_rcnn_fpn_resnet50_v1b_coco``."""
+    name = f"mask_rcnn_{'fpn_' if use_fpn else ''}{network}_coco"
+    from gluoncv.model_zoo.model_zoo import get_model_list
+    if name not in get_model_list():
+        known = sorted(n[len("mask_rcnn_"):-len("_coco")] for n in get_model_list()
+                       if n.startswith("mask_rcnn_") and n.endswith("_coco") and "syncbn" not in n)
+        raise UserError(f"--network {network}{' --use-fpn' if use_fpn else ''}: GluonCV has no {name}; "
+                        f"available: {', '.join(known)}")
+    return name
+
+
+def class_table(classes: Iterable[ClassSpec]) -> List[Dict]:
+    """``[{"id": category id, "name": ...}]`` from category ids or dicts (as stored in checkpoint meta)."""
+    table = []
+    for entry in classes:
+        if isinstance(entry, Mapping):
+            table.append({"id": int(entry["id"]), "name": str(entry.get("name", entry["id"]))})
+        else:
+            cid = int(entry)
+            table.append({"id": cid, "name": CATEGORY_NAMES[cid] if 0 <= cid < NUM_CATEGORIES else str(cid)})
+    if not table:
+        raise UserError("Mask R-CNN needs at least one class")
+    if len({c["id"] for c in table}) != len(table):
+        raise UserError(f"class list repeats a category id: {[c['id'] for c in table]}")
+    return table
+
+
+def coco_reuse_map(category_ids: Sequence[int]) -> Dict[int, int]:
+    """``{new class index: COCO class index}`` for categories whose COCO counterpart's weights are reused.
+
+    Integer keys on purpose: GluonCV's ``reset_class`` pops string keys while iterating the dict, which
+    raises on Python 3.8+.
+    """
+    from gluoncv.data import COCODetection
+    coco = list(COCODetection.CLASSES)
+    return {index: coco.index(COCO_CLASS_FOR_CATEGORY[cid])
+            for index, cid in enumerate(category_ids) if cid in COCO_CLASS_FOR_CATEGORY}
+
+
+def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nms: Optional[int] = None,
+                 rcnn_num_sample: Optional[int] = None, rpn_test_pre_nms: Optional[int] = None,
+                 rpn_test_post_nms: Optional[int] = None, rcnn_max_dets: Optional[int] = None,
+                 max_num_gt: Optional[int] = None) -> Dict[str, int]:
+    """Bound the proposal and RoI counts of a freshly built (not yet run) GluonCV Mask R-CNN.
+
+    The zoo builders hard-code these (12000/2000 proposals, 128-512 RoIs), which is what makes a CPU or
+    small-memory run slow; they are plain attributes read when the graph is first built. Returns the
+    values in effect.
+    """
+    rpn, sampler = net.rpn, net.sampler
+    for flag, value in (("--rpn-train-pre-nms", rpn_train_pre_nms), ("--rpn-train-post-nms", rpn_train_post_nms),
+                        ("--rcnn-num-sample", rcnn_num_sample), ("--rpn-test-pre-nms", rpn_test_pre_nms),
+                        ("--rpn-test-post-nms", rpn_test_post_nms), ("--rcnn-max-dets", rcnn_max_dets),
+                        ("--max-num-gt", max_num_gt)):
+        if value is not None and int(value) < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if rpn_train_pre_nms is not None:
+        rpn._train_pre_nms = int(rpn_train_pre_nms)
+    if rpn_train_post_nms is not None:
+        rpn._train_post_nms = int(rpn_train_post_nms)
+    rpn._train_post_nms = min(rpn._train_post_nms, rpn._train_pre_nms)
+    sampler._num_proposal = rpn._train_post_nms
+    if rcnn_num_sample is not None:
+        pos_ratio = sampler._max_pos / float(sampler._num_sample)
+        net._num_sample = sampler._num_sample = int(rcnn_num_sample)
+        sampler._max_pos = max(1, int(round(rcnn_num_sample * pos_ratio)))
+    if net._num_sample > rpn._train_post_nms:
+        raise UserError(f"--rcnn-num-sample {net._num_sample} RoIs cannot be drawn from "
+                        f"{rpn._train_post_nms} proposals (--rpn-train-post-nms): raise the proposals or "
+                        "lower the RoIs")
+    if max_num_gt is not None:
+        sampler._max_num_gt = int(max_num_gt)
+    if rpn_test_pre_nms is not None:
+        rpn._test_pre_nms = int(rpn_test_pre_nms)
+    if rpn_test_post_nms is not None:
+        rpn._test_post_nms = int(rpn_test_post_nms)
+    rpn._test_post_nms = min(rpn._test_post_nms, rpn._test_pre_nms)
+    net._rpn_test_post_nms = rpn._test_post_nms
+    if rcnn_max_dets is not None:
+        net._rcnn_max_dets = int(rcnn_max_dets)
+    net._rcnn_max_dets = min(net._rcnn_max_dets, rpn._test_post_nms)
+    return {"rpn_train_pre_nms": rpn._train_pre_nms, "rpn_train_post_nms": rpn._train_post_nms,
+            "rcnn_num_sample": net._num_sample, "rpn_test_pre_nms": rpn._test_pre_nms,
+            "rpn_test_post_nms": rpn._test_post_nms, "rcnn_max_dets": net._rcnn_max_dets,
+            "max_num_gt": sampler._max_num_gt}
+
+
+def _pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode="align",
+                       roi_canonical_scale=224.0, sampling_ratio=2, eps=1e-6):
+    """FPN RoI pooling as GluonCV's ``FasterRCNN._pyramid_roi_feats``, for CPU contexts.
+
+    GluonCV gives the RoIs of other levels batch index -1 so that ``ROIAlign`` skips them, but MXNet 1.9's
+    CPU ``ROIAlign`` then leaves their outputs uninitialised (garbage, NaN, 1e34, added in by the level
+    sum) and writes a stray 0 at flat output index i for each skipped RoI i, inside the first RoI's
+    features: FPN losses explode at the first iteration. Here every level pools every RoI (the kernel costs
+    the same per RoI either way on CPU) and a mask keeps each RoI's own level.
+    """
+    if roi_mode != "align":
+        return type(self)._pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode,
+                                             roi_canonical_scale, sampling_ratio, eps)
+    max_stage = self._max_stage - 1 if self._max_stage > 5 else self._max_stage  # P6 is for the RPN only
+    _, x1, y1, x2, y2 = F.split(rpn_rois, axis=-1, num_outputs=5)
+    scale = F.sqrt((x2 - x1 + 1) * (y2 - y1 + 1))
+    roi_level = F.squeeze(F.clip(F.floor(4 + F.log2(scale / roi_canonical_scale + eps)), self._min_stage, max_stage))
+    pooled = []
+    for i, level in enumerate(range(self._min_stage, max_stage + 1)):
+        feat = F.contrib.ROIAlign(features[i], rpn_rois, roi_size, 1.0 / strides[i], sample_ratio=sampling_ratio)
+        pooled.append(F.where(roi_level == level, feat, F.zeros_like(feat)))
+    return F.ElementWiseSum(*pooled)
+
+
+def _contexts(ctx: Context) -> List[mx.Context]:
+    if ctx is None:
+        return [mx.cpu()]
+    return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+
+
+def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: bool = True, ctx: Context = None,
+                    per_device_batch_size: int = 1, pretrained_weights: Optional[str] = None,
+                    root: Optional[str] = None, verify_weights: bool = True, **limits) -> mx.gluon.HybridBlock:
+    """A GluonCV Mask R-CNN (``model_name`` of the zoo, e.g. ``mask_rcnn_resnet50_v1b_coco``) for ``classes``.
+
+    ``classes``: Kaggle category ids (or ``{"id", "name"}`` dicts) in label order. ``pretrained``: start from
+    the COCO weights of GluonCV's model store (UserError naming the file when absent; nothing is downloaded);
+    ``pretrained_weights``: a COCO ``.params`` file to use instead. Without either, random initialisation.
+    ``verify_weights``: check the model-store file's sha1 (GluonCV's own check, which would otherwise try a
+    download). ``limits``: see :func:`apply_limits`. The net gets ``category_ids`` and ``limits`` attributes.
+    """
+    from gluoncv.model_zoo import get_model
+
+    table = class_table(classes)
+    contexts = _contexts(ctx)
+    unknown = set(limits) - set(LIMIT_KEYS)
+    if unknown:
+        raise TypeError(f"unknown Mask R-CNN limits {sorted(unknown)}; known: {LIMIT_KEYS}")
+    weights = None
+    if pretrained_weights:
+        weights = Path(pretrained_weights)
+        if not weights.is_file():
+            raise UserError(f"--pretrained-weights {weights}: no such file")
+    elif pretrained:
+        weights = require_pretrained([model_name], root=root, verify=verify_weights)[0]
+    try:
+        net = get_model(model_name, pretrained=False, pretrained_base=False,
+                        per_device_batch_size=int(per_device_batch_size))
+    except ValueError as exc:
+        raise UserError(f"cannot build {model_name}: {exc}") from None
+    in_effect = apply_limits(net, **limits)
+    if net.num_stages > 1 and any(c.device_type == "cpu" for c in contexts):
+        net._pyramid_roi_feats = types.MethodType(_pyramid_roi_feats, net)
+    net.initialize(ctx=contexts)
+    reuse = None
+    if weights is not None:
+        copied, skipped = load_state_matching(net, str(weights), contexts, log=log.info)
+        if not copied or len(skipped) > len(copied) // 10:
+            raise UserError(f"{weights} does not hold {model_name} weights: only {len(copied)} of "
+                            f"{len(copied) + len(skipped)} parameters match by name and shape")
+        reuse = coco_reuse_map([c["id"] for c in table])
+        log.info("COCO weights %s; class rows reused: %s", weights.name,
+                 ", ".join(f"{table[k]['name']} <- {net.classes[v]}" for k, v in reuse.items()) or "none")
+    net.reset_class([c["name"] for c in table], reuse_weights=reuse or None)
+    _ = net.target_generator  # created lazily by GluonCV; create it now so checkpoints always hold its params
+    net.collect_params().reset_ctx(contexts)
+    net.category_ids = tuple(c["id"] for c in table)
+    net.limits = in_effect
+    return net
+
+
+def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, max_size: int,
+                    limits: Mapping[str, int], **extra) -> Dict:
+    """The description stored beside every checkpoint, from which :func:`load_mask_rcnn` rebuilds the net."""
+    meta = {"task": TASK, "model": model_name, "classes": class_table(classes),
+            "build_kwargs": {k: int(v) for k, v in limits.items() if k in LIMIT_KEYS and v is not None},
+            "image_scale": {"short": int(short), "max_size": int(max_size)}}
+    meta.update(extra)
+    return meta
+
+
+def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True) -> Tuple[mx.gluon.HybridBlock, Dict]:
+    """Network and checkpoint description from a checkpoint alone (``.params`` with its ``.json``)."""
+    meta = read_checkpoint_meta(params_path)
+    if meta.get("task") != TASK:
+        raise UserError(f"{params_path} is a {meta.get('task')!r} checkpoint, not a Mask R-CNN one")
+    limits = {k: v for k, v in (meta.get("build_kwargs") or {}).items() if k in LIMIT_KEYS}
+    net = build_mask_rcnn(meta["model"], meta["classes"], pretrained=False, ctx=ctx, **limits)
+    params = checkpoint_base(params_path) + ".params"
+    if not Path(params).is_file():
+        raise UserError(f"checkpoint weights {params} not found")
+    try:
+        net.load_parameters(params, ctx=_contexts(ctx))
+    except Exception as exc:  # MXNet reports mismatches as AssertionError/MXNetError/ValueError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load {params} into {meta['model']}: {first}") from None
+    if hybridize:
+        net.hybridize()
+    return net, meta
+
+
+def image_scale(meta: Mapping) -> Tuple[int, int]:
+    """(short, max_size) a checkpoint was trained at."""
+    scale = meta.get("image_scale") or {}
+    return int(scale.get("short", 800)), int(scale.get("max_size", 1333))
+
+
+# ----------------------------------------------------------------------------------------------- inference
+def forward(net, batch: mx.nd.NDArray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inference on one normalised image ``(1, 3, h, w)``: see :func:`decode_outputs`."""
+    return decode_outputs(net(batch))
+
+
+def decode_outputs(outputs) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Network outputs for one image -> ids (N,), scores (N,), boxes (N, 4) in input pixels and mask
+    probabilities (N, M, M), as NumPy, padded rows (id -1) removed."""
+    ids, scores, boxes, masks = outputs
+    ids, scores = ids[0, :, 0].asnumpy(), scores[0, :, 0].asnumpy()
+    keep = np.flatnonzero(ids >= 0)
+    return ids[keep].astype(np.int64), scores[keep], boxes[0].asnumpy()[keep], masks[0].asnumpy()[keep]
+
+
+def paste_mask(prob: np.ndarray, box: Sequence[float], out_height: int, out_width: int) -> Tuple[Dict, np.ndarray]:
+    """Paste an M x M mask probability map into its box on an ``out_height x out_width`` grid.
+
+    As GluonCV's ``mask.fill``: the map is padded by one pixel and the box enlarged to match, resized
+    bilinearly and thresholded at 0.5. Returns (COCO RLE, clipped integer box of the pasted region).
+    Only the box region is ever allocated.
+    """
+    m_h, m_w = prob.shape
+    padded = np.pad(prob.astype(np.float32), 1)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half_w = (x2 - x1) / 2 * (m_w + 2) / m_w
+    half_h = (y2 - y1) / 2 * (m_h + 2) / m_h
+    bx1, by1 = int(round(cx - half_w)), int(round(cy - half_h))
+    bx2, by2 = int(round(cx + half_w)), int(round(cy + half_h))
+    width, height = max(bx2 - bx1 + 1, 1), max(by2 - by1 + 1, 1)
+    # PIL's bilinear filter (antialiased when shrinking) is what GluonCV's fill uses.
+    resized = np.asarray(Image.fromarray(padded, mode="F").resize((width, height), Image.BILINEAR)) > MASK_THRESHOLD
+    cx1, cy1 = max(bx1, 0), max(by1, 0)
+    cx2, cy2 = min(bx1 + width, out_width), min(by1 + height, out_height)
+    if cx2 > cx1 and cy2 > cy1:
+        region = resized[cy1 - by1:cy2 - by1, cx1 - bx1:cx2 - bx1]
+    else:  # box entirely off the grid
+        region = np.zeros((0, 0), dtype=bool)
+    return _region_rle(region, cy1, cx1, out_height, out_width), np.array([cx1, cy1, cx2, cy2])
+
+
+def _region_rle(region: np.ndarray, top: int, left: int, height: int, width: int) -> Dict:
+    """COCO RLE of an ``height x width`` mask that is zero outside ``region`` placed at (top, left)."""
+    rows, cols = region.shape
+    if region.size == 0 or not region.any():
+        return runs_to_coco(np.zeros(0, np.int64), np.zeros(0, np.int64), height, width)
+    # A zero row under each column keeps runs from spanning two columns of the region.
+    flat = np.zeros((rows + 1, cols), dtype=np.int8)
+    flat[:rows] = region
+    flat = flat.ravel(order="F")
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [0]])))
+    starts, ends = edges[0::2], edges[1::2]
+    col, row = np.divmod(starts, rows + 1)
+    full_starts = (left + col).astype(np.int64) * height + top + row
+    return runs_to_coco(full_starts, (ends - starts).astype(np.int64), height, width)
+
+
+def instances_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
+                           input_size: Tuple[int, int], out_size: Tuple[int, int], category_ids: Sequence[int],
+                           score_threshold: float = 0.05, max_detections: int = 100) -> List[Instance]:
+    """Network outputs on an ``input_size`` (h, w) image -> instances on the ``out_size`` (h, w) grid."""
+    in_h, in_w = input_size
+    out_h, out_w = out_size
+    scale = np.array([out_w / in_w, out_h / in_h, out_w / in_w, out_h / in_h], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= score_threshold][:max_detections]
+    results = []
+    for i in order:
+        box = boxes[i].astype(np.float64) * scale
+        box[0::2] = np.clip(box[0::2], 0, out_w)
+        box[1::2] = np.clip(box[1::2], 0, out_h)
+        rle, _ = paste_mask(masks[i], box, out_h, out_w)
+        results.append(Instance(int(category_ids[int(ids[i])]), float(scores[i]), box, rle))
+    return results
+
+
+def predict_instances(net, image_rgb: np.ndarray, short: int, max_size: int, ctx: Optional[mx.Context] = None,
+                      score_threshold: float = 0.05, out_size: Optional[Tuple[int, int]] = None,
+                      max_detections: int = 100, category_ids: Optional[Sequence[int]] = None) -> List[Instance]:
+    """Detect garments in one RGB image, resized to ``short``/``max_size`` for the network.
+
+    Boxes and masks are on the original image's grid, or on ``out_size`` (h, w) if given (e.g. (512, 512)
+    for the resized validation annotations). Sorted by score, at most ``max_detections``.
+    """
+    ctx = ctx or mx.cpu()
+    height, width = image_rgb.shape[:2]
+    in_h, in_w = scaled_size(height, width, short, max_size)
+    data = mx.nd.array(normalize_image(resize_image(image_rgb, in_h, in_w))[None], ctx=ctx)
+    ids, scores, boxes, masks = forward(net, data)
+    if category_ids is None:
+        category_ids = getattr(net, "category_ids", None) or tuple(range(len(net.classes)))
+    return instances_from_outputs(ids, scores, boxes, masks, (in_h, in_w), out_size or (height, width),
+                                  category_ids, score_threshold, max_detections)
+
+
+def to_coco_results(image_id: int, instances: Iterable[Instance]) -> List[Dict]:
+    """COCO results entries (bbox as x, y, w, h) of one image's instances."""
+    return [{"image_id": int(image_id), "category_id": inst.category_id, "score": round(inst.score, 5),
+             "bbox": [round(float(inst.box[0]), 2), round(float(inst.box[1]), 2),
+                      round(float(inst.box[2] - inst.box[0]), 2), round(float(inst.box[3] - inst.box[1]), 2)],
+             "segmentation": inst.rle}
+            for inst in instances]

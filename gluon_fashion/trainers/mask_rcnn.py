@@ -1,0 +1,511 @@
+"""Fine-tune a COCO-pretrained GluonCV Mask R-CNN on iMaterialist (the recipe of GluonCV's
+``scripts/instance/mask_rcnn/train_mask_rcnn.py``, rebuilt on gluon_fashion's engine).
+
+What a run writes, for ``--save-prefix train_logs/exp1/`` (the model name is appended to the prefix, as in
+GluonCV; a prefix ending in "/" puts the files inside that folder)::
+
+    mask_rcnn_fpn_resnet50_v1b_imaterialist_config.json / _train.log / _metrics.jsonl / _tensorboard/
+    ..._0000.params/.states/.json, ..._last.*, ..._best.params/.json   (engine.checkpoint)
+    ..._losses.png, _lr.png, _val.png, _train_epoch.png               (engine.plots)
+    ..._val_metrics.json                                               (latest COCO evaluation, per class)
+
+Validation predicts each val image at the test scale, maps boxes and masks onto the 512x512 grid of
+``resize_rle_instances_val.json`` and scores them with pycocotools (bbox and segm mAP); the best
+checkpoint follows segm mAP.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+from pycocotools.coco import COCO
+
+from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
+from ..data.semantic import EpochTaggedBatches, parse_class_set
+from ..engine import (CheckpointManager, RunLogger, Throughput, WarmupStepSchedule, check_finite, parse_gpus,
+                      plot_metrics, progress, seed_everything, split_batch)
+from ..engine.checkpoint import checkpoint_base
+from ..engine.distributed import barrier, init_distributed, make_trainer, sync_parameters
+from ..errors import UserError
+from ..evaluation.coco import CocoMetrics, evaluate_coco, format_per_class_table, load_coco_gt
+from ..fileio import atomic_write_json
+from ..models.mask_rcnn import (LIMIT_KEYS, build_mask_rcnn, checkpoint_meta, class_table, decode_outputs,
+                                instances_from_outputs, to_coco_results, zoo_name)
+from ..transforms.instance import MaskRCNNTrainTransform, MaskRCNNValTransform
+
+log = logging.getLogger("gluon_fashion.trainers.mask_rcnn")
+LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "mask_loss")
+VAL_SCORE_THRESHOLD = 0.01
+VAL_MAX_DETECTIONS = 100
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``train_mask_rcnn.py`` (flag names as GluonCV's script)."""
+    p = argparse.ArgumentParser(description="Fine-tune a COCO-pretrained GluonCV Mask R-CNN on iMaterialist "
+                                "(Fashion): several devices, validation, checkpoints and resume.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model and data")
+    g.add_argument("--network", default="resnet50_v1b", help="backbone: resnet18_v1b, resnet50_v1b, resnet101_v1d")
+    g.add_argument("--use-fpn", action="store_true", help="feature pyramid network variant")
+    g.add_argument("--dataset-root", default="datasets/imaterialist",
+                   help="converted dataset (annotations/, train/, val/)")
+    g.add_argument("--classes", default="all",
+                   help="categories to train: 'all' (46), 'main' (0-12) or ids/ranges such as '0-12,23'")
+    g.add_argument("--short", default="800",
+                   help="image short side in training, or a range 'low,high' for multi-scale training "
+                        "(validation uses the high end)")
+    g.add_argument("--max-size", type=int, default=1333, help="image long side at most")
+    g.add_argument("--no-pretrained", action="store_true",
+                   help="random initialisation (no COCO weights, no ImageNet backbone)")
+    g.add_argument("--pretrained-weights", default=None, metavar="PATH",
+                   help="COCO Mask R-CNN .params of the same --network/--use-fpn, instead of GluonCV's model store")
+    g.add_argument("-j", "--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loader processes (0: load in the main process)")
+    g = p.add_argument_group("RoI budget (lower for small memory or CPU runs; default: GluonCV's values)")
+    g.add_argument("--rpn-train-pre-nms", type=int, default=None, help="proposals kept before NMS in training")
+    g.add_argument("--rpn-train-post-nms", type=int, default=None, help="proposals kept after NMS in training")
+    g.add_argument("--rcnn-num-sample", type=int, default=None, help="RoIs sampled per image for the heads")
+    g.add_argument("--rpn-test-pre-nms", type=int, default=None, help="proposals kept before NMS at test time")
+    g.add_argument("--rpn-test-post-nms", type=int, default=None, help="proposals kept after NMS at test time")
+    g.add_argument("--rcnn-max-dets", type=int, default=None, help="detections whose masks are computed")
+    g.add_argument("--max-num-gt", type=int, default=None, help="upper bound of instances per image (300)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=26)
+    g.add_argument("--start-epoch", type=int, default=None,
+                   help="start at this epoch (with --resume: override the epoch stored in the checkpoint)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per iteration over all devices (default: 1 per device)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.00125 x batch size)")
+    g.add_argument("--lr-decay", type=float, default=0.1, help="factor at each decay epoch")
+    g.add_argument("--lr-decay-epoch", default="17,23", help="epochs at which the rate decays, comma separated")
+    g.add_argument("--lr-warmup", type=int, default=1000, help="warm-up iterations")
+    g.add_argument("--lr-warmup-factor", type=float, default=1.0 / 3, help="rate multiplier at the warm-up start")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--wd", type=float, default=1e-4, help="weight decay")
+    g.add_argument("--clip-gradient", type=float, default=-1.0, help="clip gradients at this value (<= 0: off)")
+    g.add_argument("--seed", type=int, default=233)
+    g = p.add_argument_group("devices")
+    g.add_argument("--gpus", default="0" if mx.context.num_gpus() else "",
+                   help="GPU ids, e.g. '0,1,2,3'; empty: CPU")
+    g.add_argument("--cpu-contexts", type=int, default=1,
+                   help="with no --gpus: number of CPU contexts (exercises the multi-device path)")
+    g.add_argument("--executor-threads", type=int, default=4,
+                   help="threads running the devices' forward/backward in parallel (0: one after another)")
+    g.add_argument("--kv-store", default="device",
+                   help="device/local/nccl on one machine; dist_sync/dist_device_sync across machines "
+                        "(start with tools/launch_local.py or MXNet's launcher; --batch-size is then per worker)")
+    g.add_argument("--horovod", action="store_true", help="distributed training with Horovod (one process per GPU)")
+    g.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
+    g.add_argument("--static-alloc", action="store_true", help="hybridize with static memory allocation")
+    g.add_argument("--disable-hybridization", action="store_true", help="run imperatively (debugging)")
+    g = p.add_argument_group("logging, validation and checkpoints")
+    g.add_argument("--save-prefix", default="train_logs/",
+                   help="path prefix of every output; the model name is appended ('dir/' puts files in dir)")
+    g.add_argument("--resume", default="",
+                   help="continue from a checkpoint of this script: a .params file, a prefix whose _last "
+                        "checkpoint to load, or 'latest' (this --save-prefix's _last)")
+    g.add_argument("--save-interval", type=int, default=1, help="keep an epoch checkpoint every N epochs")
+    g.add_argument("--save-iter-interval", type=int, default=0,
+                   help="also update the _last checkpoint every N iterations within an epoch (0: off)")
+    g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and after the last)")
+    g.add_argument("--val-max-images", type=int, default=0, help="validate on the first N val images (0: all)")
+    g.add_argument("--log-interval", type=int, default=100, help="log losses to the console every N iterations")
+    g.add_argument("--verbose", action="store_true", help="log the trainable parameters")
+    return p
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def parse_short(text: str) -> Tuple[int, int]:
+    """``--short`` "800" -> (800, 800); "640,800" -> (640, 800)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--short {text!r}: expected a positive size such as 800 or a range such as 640,800")
+    low, high = int(parts[0]), int(parts[-1])
+    if low > high:
+        raise UserError(f"--short {text!r}: range runs backwards")
+    return low, high
+
+
+def parse_epochs(text: str, flag: str = "--lr-decay-epoch") -> List[int]:
+    """Comma-separated epoch list ('' for none)."""
+    try:
+        return [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated epoch numbers such as 17,23") from None
+
+
+def run_prefix(save_prefix: str, run_name: str) -> str:
+    """GluonCV's ``--save-prefix``: a path prefix to which the run name is appended."""
+    return os.path.join(save_prefix, run_name) if save_prefix.endswith(("/", os.sep)) else save_prefix + run_name
+
+
+def resume_checkpoint(resume: str, manager: CheckpointManager) -> Optional[str]:
+    """``--resume`` value -> the .params path to load (None for a fresh run)."""
+    if not resume:
+        return None
+    path = manager.resolve_resume(resume)
+    if resume in ("latest", "last"):
+        if path is None:
+            raise UserError(f"--resume {resume}: no checkpoint yet at {manager.prefix}_last.params")
+        return path
+    for candidate in (checkpoint_base(path) + ".params", path + "_last.params"):
+        if os.path.isfile(candidate) and os.path.isfile(checkpoint_base(candidate) + ".json"):
+            return candidate
+    raise UserError(f"--resume {resume}: neither a checkpoint (.params with its .json) nor a prefix with a "
+                    "_last checkpoint")
+
+
+def split_and_load(batch: Sequence, contexts: Sequence[mx.Context]) -> List[List[mx.nd.NDArray]]:
+    """MaskRCNNTrainBatchify output -> per element, its shards on their devices (masks cast to float32)."""
+    loaded = []
+    for index, element in enumerate(batch):
+        shards = element if isinstance(element, (list, tuple)) else [element]
+        on_device = [shard.as_in_context(ctx) for shard, ctx in zip(shards, contexts)]
+        if index == 2:  # gt masks travel as uint8; the mask target op needs float32
+            on_device = [m.astype("float32") for m in on_device]
+        loaded.append(on_device)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------- validation
+class _ValImages(gluon.data.Dataset):
+    """Val images at the test scale, with their dataset index: ``(float32 3 x h x w, index)`` (plain numpy)."""
+
+    def __init__(self, dataset: FashionInstance, indices: Sequence[int], transform: MaskRCNNValTransform):
+        self._dataset, self._indices, self._transform = dataset, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, position: int):
+        index = self._indices[position]
+        size = self._dataset.image_size(index)
+        image = self._dataset.read_image(index, min_size=self._transform.pick_size(*size))
+        return self._transform(image, orig_size=size), index
+
+
+def _as_list(samples):
+    return samples
+
+
+def validation_ground_truth(annotation_file: Path, category_ids: Sequence[int], image_ids: Sequence[int]):
+    """COCO ground truth restricted to the trained categories and the validated images."""
+    coco = load_coco_gt(annotation_file)
+    wanted_cats, wanted_images = set(category_ids), set(image_ids)
+    if wanted_cats >= set(coco.getCatIds()) and wanted_images >= set(coco.getImgIds()):
+        return coco
+    data = coco.dataset
+    subset = {
+        "images": [im for im in data["images"] if im["id"] in wanted_images],
+        "annotations": [a for a in data["annotations"]
+                        if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
+        "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
+    }
+    coco = COCO()
+    coco.dataset = subset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
+        coco.createIndex()
+    return coco
+
+
+def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context], short: int, max_size: int,
+                    indices: Optional[Sequence[int]] = None, num_workers: int = 0, desc: str = "val") -> List[Dict]:
+    """COCO results of ``net`` on the images of ``val_set`` (all, or ``indices``), each on its annotation grid."""
+    indices = range(len(val_set)) if indices is None else indices
+    loader = gluon.data.DataLoader(_ValImages(val_set, indices, MaskRCNNValTransform(short, max_size)),
+                                   batch_size=len(contexts), shuffle=False, last_batch="keep",
+                                   batchify_fn=_as_list, num_workers=num_workers)
+    category_ids = net.category_ids
+    results: List[Dict] = []
+    for samples in progress(loader, total=len(loader), desc=desc, unit="batch"):
+        # Launch every device first (asynchronous), then read back.
+        outputs = [net(mx.nd.array(data[None], ctx=ctx)) for (data, _), ctx in zip(samples, contexts)]
+        for (data, index), output in zip(samples, outputs):
+            ids, scores, boxes, masks = decode_outputs(output)
+            record = val_set.image_records[index]
+            instances = instances_from_outputs(ids, scores, boxes, masks, data.shape[1:],
+                                               (record["height"], record["width"]), category_ids,
+                                               VAL_SCORE_THRESHOLD, VAL_MAX_DETECTIONS)
+            results += to_coco_results(record["id"], instances)
+    return results
+
+
+# ------------------------------------------------------------------------------------------- trainer
+class MaskRCNNTrainer:
+    """One training run built from the parsed flags: network, data, optimizer, checkpoints and logs."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self._check_flags()
+        self.dist = init_distributed(args.kv_store, horovod=args.horovod)
+        self.rank, self.num_workers_dist = self.dist.rank, self.dist.num_workers
+        if self.dist.horovod:  # one process per GPU
+            import horovod.mxnet as hvd
+            local = hvd.local_rank()
+            self.contexts = [mx.gpu(local)] if mx.context.num_gpus() else [mx.cpu(local)]
+        else:
+            self.contexts = parse_gpus(args.gpus, args.cpu_contexts)
+        if args.amp and any(ctx.device_type != "gpu" for ctx in self.contexts):
+            raise UserError("--amp needs GPUs (--gpus); mixed precision is not supported on CPU")
+        self.batch_size = args.batch_size or len(self.contexts)
+        self.per_device = split_batch(self.batch_size, self.contexts)
+        self.short_range = parse_short(args.short)
+        self.test_short = self.short_range[1]
+        self.decay_epochs = parse_epochs(args.lr_decay_epoch)
+        self.lr = args.lr if args.lr is not None else 0.00125 * self.batch_size * self.num_workers_dist
+        self.category_ids = parse_class_set(args.classes).category_ids
+        self.model_name = zoo_name(args.network, args.use_fpn)
+        self.run_name = self.model_name[: -len("_coco")] + "_imaterialist"
+        self.prefix = run_prefix(args.save_prefix, self.run_name)
+        self.limits = {k: getattr(args, k) for k in LIMIT_KEYS}
+        # Fail before anything is written: missing data files, missing weights, a run already there.
+        self.train_files = split_files(args.dataset_root, "train")
+        self.val_files = split_files(args.dataset_root, "val_resized")
+        for path in (self.train_files[0], self.val_files[0]):
+            if not path.is_file():
+                raise UserError(f"{path} not found: convert the dataset first with python "
+                                f"tools/convert_imaterialist_to_coco.py --data_root {args.dataset_root}")
+        placeholder = checkpoint_meta(self.model_name, self.category_ids, self.test_short, args.max_size, {})
+        self.checkpoints = CheckpointManager(self.prefix, placeholder, save_interval=args.save_interval,
+                                             metric_name="segm_mAP")
+        self.resume_path = resume_checkpoint(args.resume, self.checkpoints)
+        if self.resume_path is None and self.rank == 0:
+            self.checkpoints.ensure_new_run()
+        if args.amp:
+            from mxnet.contrib import amp
+            amp.init()
+        seed_everything(args.seed)
+        # The COCO weights are looked up (and a missing file reported) here, before any data is read.
+        self.net = build_mask_rcnn(self.model_name, self.category_ids,
+                                   pretrained=not (args.no_pretrained or self.resume_path),
+                                   pretrained_weights=None if self.resume_path else args.pretrained_weights,
+                                   ctx=self.contexts, per_device_batch_size=self.per_device, **self.limits)
+        self.meta = checkpoint_meta(self.model_name, class_table(self.category_ids), self.test_short, args.max_size,
+                                    self.net.limits, network=args.network, use_fpn=bool(args.use_fpn),
+                                    run_name=self.run_name, train_short=list(self.short_range),
+                                    pretrained=("none" if args.no_pretrained else
+                                                args.pretrained_weights or "gluoncv-model-store"))
+        self.checkpoints = CheckpointManager(self.prefix, self.meta, save_interval=args.save_interval,
+                                             metric_name="segm_mAP")
+        config = dict(vars(args), model=self.model_name, prefix=self.prefix, contexts=[str(c) for c in self.contexts],
+                      batch_size=self.batch_size, per_device_batch_size=self.per_device, lr=self.lr,
+                      category_ids=list(self.category_ids), limits=self.net.limits, resume_path=self.resume_path)
+        self.logger = RunLogger(self.prefix, config, rank=self.rank)
+        try:
+            self._build()
+        except BaseException:
+            self.logger.close()
+            raise
+
+    def _check_flags(self) -> None:
+        a = self.args
+        for flag, value, low in (("--epochs", a.epochs, 1), ("--save-interval", a.save_interval, 1),
+                                 ("--val-interval", a.val_interval, 1), ("--log-interval", a.log_interval, 1),
+                                 ("--max-size", a.max_size, 32), ("--num-workers", a.num_workers, 0),
+                                 ("--executor-threads", a.executor_threads, 0),
+                                 ("--save-iter-interval", a.save_iter_interval, 0),
+                                 ("--val-max-images", a.val_max_images, 0)):
+            if value < low:
+                raise UserError(f"{flag} must be >= {low}, got {value}")
+        if a.batch_size is not None and a.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {a.batch_size}")
+        if a.start_epoch is not None and not 0 <= a.start_epoch < a.epochs:
+            raise UserError(f"--start-epoch {a.start_epoch} must be in [0, --epochs {a.epochs})")
+        if a.no_pretrained and a.pretrained_weights:
+            raise UserError("--no-pretrained and --pretrained-weights contradict each other; give one")
+
+    # ---------------------------------------------------------------- construction
+    def _build(self) -> None:
+        args, net = self.args, self.net
+        train_params = net.collect_train_params()
+        for name, param in net.collect_params().items():
+            if not isinstance(param, gluon.Constant):
+                param.grad_req = "write" if name in train_params else "null"
+        if args.verbose:
+            log.info("trainable parameters (%d): %s", len(train_params), ", ".join(train_params.keys()))
+        transform = MaskRCNNTrainTransform(self.short_range, args.max_size, net)
+        self.trainset = FashionInstance(*self.train_files, category_ids=self.category_ids, transform=transform,
+                                        seed=args.seed)
+        self.valset = FashionInstance(*self.val_files, category_ids=self.category_ids, skip_empty=False)
+        self.val_indices = list(range(len(self.valset)))
+        if args.val_max_images:
+            self.val_indices = self.val_indices[: args.val_max_images]
+        val_image_ids = [self.valset.image_records[i]["id"] for i in self.val_indices]
+        self.val_gt = validation_ground_truth(self.val_files[0], self.category_ids, val_image_ids)
+        self.sampler = AspectRatioBatchSampler(self.trainset.get_im_aspect_ratio(), self.batch_size,
+                                               shuffle=True, seed=args.seed, num_parts=self.num_workers_dist,
+                                               part_index=self.rank)
+        self.batches = EpochTaggedBatches(self.sampler, len(self.trainset))
+        from gluoncv.data.batchify import MaskRCNNTrainBatchify
+        self.train_loader = gluon.data.DataLoader(
+            self.trainset, batch_sampler=self.batches, batchify_fn=MaskRCNNTrainBatchify(net, len(self.contexts)),
+            num_workers=args.num_workers)
+        self.iters_per_epoch = len(self.sampler)
+        self.schedule = WarmupStepSchedule(self.lr, self.iters_per_epoch, self.decay_epochs, factor=args.lr_decay,
+                                           warmup_iters=args.lr_warmup, warmup_factor=args.lr_warmup_factor)
+        optimizer_params = {"learning_rate": self.lr, "wd": args.wd, "momentum": args.momentum}
+        if args.clip_gradient > 0:
+            optimizer_params["clip_gradient"] = args.clip_gradient
+        if args.amp and not self.dist.is_dist:  # AMP's loss scaling needs the update on the workers
+            self.trainer = gluon.Trainer(train_params, "sgd", optimizer_params, kvstore=args.kv_store,
+                                         update_on_kvstore=False)
+        else:
+            self.trainer = make_trainer(train_params, "sgd", optimizer_params, self.dist)
+        if args.amp:
+            from mxnet.contrib import amp
+            amp.init_trainer(self.trainer)
+        from gluoncv.model_zoo.rcnn.mask_rcnn import ForwardBackwardTask
+        from gluoncv.utils.parallel import Parallel
+        losses = (gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False),  # RPN objectness
+                  gluon.loss.HuberLoss(rho=1 / 9.0),  # RPN box (smooth L1)
+                  gluon.loss.SoftmaxCrossEntropyLoss(),  # RCNN class
+                  gluon.loss.HuberLoss(),  # RCNN box
+                  gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False))  # mask
+        self.task = ForwardBackwardTask(net, self.trainer, *losses, amp_enabled=args.amp)
+        self.executor = (Parallel(args.executor_threads, self.task)
+                         if args.executor_threads > 0 and len(self.contexts) > 1 else None)
+
+    # ---------------------------------------------------------------- loops
+    def _hybridize(self) -> None:
+        # Training and inference graphs differ: re-hybridizing drops the cached graph of the other mode.
+        if not self.args.disable_hybridization:
+            self.net.hybridize(static_alloc=self.args.static_alloc)
+
+    def validate(self, epoch: int, iteration: int) -> CocoMetrics:
+        """COCO bbox/segm mAP on the 512x512 val annotations; logs the per-class table."""
+        self._hybridize()
+        started = time.perf_counter()
+        results = predict_dataset(self.net, self.valset, self.contexts, self.test_short, self.args.max_size,
+                                  indices=self.val_indices, num_workers=min(self.args.num_workers, 2),
+                                  desc=f"val epoch {epoch}")
+        metrics = evaluate_coco(self.val_gt, results, log=log.debug)
+        elapsed = time.perf_counter() - started
+        log.info("validation after epoch %d (%d images, %d detections, %.1f s):\n%s", epoch, len(self.val_indices),
+                 len(results), elapsed, format_per_class_table(metrics))
+        values = {name: (0.0 if math.isnan(getattr(metrics, name)) else getattr(metrics, name))
+                  for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
+        self.logger.log_metrics(iteration, "val", epoch=epoch, **values)
+        if self.rank == 0:
+            atomic_write_json(self.prefix + "_val_metrics.json",
+                              dict(metrics.as_dict(), epoch=epoch, iteration=iteration), indent=2)
+        return metrics
+
+    def _train_step(self, batch, iteration: int) -> Dict[str, float]:
+        shards = split_and_load(batch, self.contexts)
+        per_device = list(zip(*shards))
+        if self.executor is not None:
+            for data in per_device:
+                self.executor.put(data)
+            outputs = [self.executor.get() for _ in per_device]
+        else:
+            outputs = [self.task.forward_backward(data) for data in per_device]
+        values = {name: float(np.mean([out[k].asscalar() for out in outputs])) for k, name in enumerate(LOSS_NAMES)}
+        values["loss"] = sum(values[name] for name in LOSS_NAMES)
+        # Before the update: a NaN must not reach the weights (the last checkpoint stays usable).
+        check_finite(values, iteration)
+        self.trainer.set_learning_rate(self.schedule(iteration))
+        self.trainer.step(self.batch_size)
+        return values
+
+    def fit(self) -> Dict:
+        """Train (resuming if asked); returns the best segm mAP, its epoch and the iteration count."""
+        args = self.args
+        start_epoch, iteration, skip = 0, 0, 0
+        if self.resume_path:
+            state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
+            start_epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
+        if self.dist.is_dist:
+            # Every worker starts from rank 0's weights; deferred shapes must be known to send them.
+            with mx.autograd.pause():
+                for ctx in self.contexts:
+                    self.net(mx.nd.zeros((1, 3, self.test_short, self.test_short), ctx=ctx))
+            sync_parameters(self.net.collect_params(), self.trainer, self.dist)
+        if args.start_epoch is not None:
+            if self.resume_path:
+                log.warning("--start-epoch %d overrides the checkpoint's position (epoch %d, iteration %d)",
+                            args.start_epoch, start_epoch, iteration)
+            start_epoch, iteration, skip = args.start_epoch, args.start_epoch * self.iters_per_epoch, 0
+        log.info("training %s for %d classes on %s: %d training / %d validation images, %d iterations per "
+                 "epoch, batch %d (%d per device), short %s, max size %d, %s", self.model_name,
+                 len(self.category_ids), ", ".join(map(str, self.contexts)), len(self.trainset),
+                 len(self.val_indices), self.iters_per_epoch, self.batch_size, self.per_device,
+                 args.short, args.max_size, self.schedule)
+        speed = Throughput()
+        for epoch in range(start_epoch, args.epochs):
+            self._hybridize()
+            self.batches.set_epoch(epoch, skip)
+            sums: Dict[str, float] = {}
+            count = 0
+            bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
+            speed.reset()
+            for batch_index, batch in enumerate(bar, start=skip):
+                lr = self.schedule(iteration)
+                values = self._train_step(batch, iteration)
+                speed.update(self.batch_size)
+                self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate, **values)
+                iteration += 1
+                count += 1
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{lr:.2e}", samples_s=f"{speed.rate:.2f}")
+                if iteration % args.log_interval == 0:
+                    log.info("[epoch %d][batch %d/%d] lr %.2e, %.2f samples/s, %s", epoch, batch_index + 1,
+                             self.iters_per_epoch, lr, speed.rate,
+                             ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+                done = batch_index + 1
+                if (args.save_iter_interval and done % args.save_iter_interval == 0
+                        and done < self.iters_per_epoch and self.rank == 0):
+                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=done)
+            bar.close()
+            skip = 0
+            means = {name: total / max(count, 1) for name, total in sums.items()}
+            self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
+            log.info("epoch %d: %s, %.2f samples/s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
+                     speed.overall)
+            metric = None
+            if self.rank == 0 and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.epochs):
+                segm = self.validate(epoch, iteration).segm_mAP
+                metric = 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
+            if self.rank == 0:
+                self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
+                if metric is not None:
+                    self.checkpoints.update_best(self.net, epoch, iteration, metric)
+                self._plot()
+            barrier(self.dist, what=f"end of epoch {epoch}")
+        if start_epoch >= args.epochs:
+            log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
+        return {"best_segm_mAP": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
+                "iteration": iteration}
+
+    def _plot(self) -> None:
+        try:
+            plot_metrics(self.logger.metrics_path, self.prefix)
+        except Exception as exc:  # a plotting problem must not end a long training run
+            log.warning("could not draw the metric plots: %s", exc)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            del self.executor
+            self.executor = None
+        self.logger.flush()
+        self.logger.close()
+
+
+def train(args: argparse.Namespace) -> Dict:
+    """Entry point of ``train_mask_rcnn.py``: build the run from the flags and train it."""
+    trainer = MaskRCNNTrainer(args)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
