@@ -4,23 +4,30 @@ A checkpoint is ``<x>.params`` with ``<x>.json`` beside it; the JSON's ``task`` 
 ("mask_rcnn": ``models.mask_rcnn.load_mask_rcnn``, "segmentation": ``models.segmentation.load_segmentation_model``)
 and its ``image_scale`` the test-time scale, so predictions see images exactly as validation did.
 
-Every prediction is a list of instances on the original image's grid (Kaggle category id, score, box, COCO RLE):
+Every prediction is a list of instances (Kaggle category id, score, box, COCO RLE) on a grid of the caller's
+choosing: the image's own grid (overlays), an annotation file's grid (``--annotations``, e.g. the 512 x 512
+``resize_rle_instances_val.json``) or a submission format's grid:
 
 * Mask R-CNN: its detections, one image per device at a time (``--gpus 0,1`` predicts two images at once).
+  The network sees each image as validation does, and every grid gets its masks pasted straight from the
+  mask probabilities (``models.mask_rcnn``'s one rule), so tools/evaluate.py on ``--annotations`` results
+  reproduces the validation mAP the trainer logged for the same checkpoint.
 * Segmentation (FCN/PSP/DeepLab): the label map, plus one instance per class present in it (score 1.0, the
   network gives no per-instance confidence), so a semantic model can be scored with COCO mAP and write a
-  submission too. Binary (garment/background) checkpoints have no category to report: they give label maps only.
+  submission too. Label maps for any grid come from the class scores upsampled straight onto that grid
+  (``models.segmentation.upsample_argmax``); test-time augmentation (scales, flip) is optional. Binary
+  (garment/background) checkpoints have no category to report: they give label maps only.
 
 Unreadable images are skipped with a warning and counted, never fatal.
 """
 from __future__ import annotations
 
 import collections.abc
+import functools
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +37,7 @@ from .errors import UserError
 from .fileio import atomic_write_json
 from .images import image_size, read_rgb
 from .labels import CATEGORY_NAMES
-from .rle import coco_to_mask, mask_to_coco, resize_coco_rle
+from .rle import coco_to_mask, mask_to_coco
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
@@ -79,6 +86,9 @@ class LoadedModel:
     #: segmentation only: number of labels (background included) and their names
     num_labels: int = 0
     label_names: List[str] = field(default_factory=list)
+    #: segmentation only: test-time augmentation (scales of ``base_size``, mirror images)
+    test_scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
 
     @property
     def class_names(self) -> List[str]:
@@ -102,32 +112,40 @@ def _positive(value: Optional[int], flag: str) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def _scale_overrides(task: str, short, max_size, base_size, crop_size) -> Dict[str, Optional[int]]:
-    """The scale flags given, checked against the checkpoint's task (each task has its own pair)."""
+def _scale_overrides(task: str, short, max_size, base_size, crop_size, scales: Optional[Sequence[float]] = None,
+                     flip: bool = False) -> Dict[str, Optional[int]]:
+    """The scale flags given, checked against the checkpoint's task (each task has its own)."""
     if task == "mask_rcnn":
-        wrong, own = [("--base-size", base_size), ("--crop-size", crop_size)], "--short/--max-size"
+        wrong = [("--base-size", base_size), ("--crop-size", crop_size), ("--scales", scales),
+                 ("--flip", True if flip else None)]
+        own = "--short/--max-size"
     else:
-        wrong, own = [("--short", short), ("--max-size", max_size)], "--base-size/--crop-size"
+        wrong, own = [("--short", short), ("--max-size", max_size)], "--base-size/--crop-size/--scales/--flip"
     given = [flag for flag, value in wrong if value is not None]
     if given:
         raise UserError(f"{', '.join(given)} do not apply to a {task} checkpoint; its scale flags are {own}")
+    if scales is not None:
+        from .models.segmentation import check_scales
+
+        check_scales(scales)
     return {"short": _positive(short, "--short"), "max_size": _positive(max_size, "--max-size"),
             "base_size": _positive(base_size, "--base-size"), "crop_size": _positive(crop_size, "--crop-size")}
 
 
 def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Optional[int] = None,
-               max_size: Optional[int] = None, base_size: Optional[int] = None,
-               crop_size: Optional[int] = None) -> LoadedModel:
+               max_size: Optional[int] = None, base_size: Optional[int] = None, crop_size: Optional[int] = None,
+               scales: Optional[Sequence[float]] = None, flip: bool = False) -> LoadedModel:
     """Rebuild the network of a checkpoint from the file alone, on ``contexts`` (default: CPU).
 
     The test-time scale is the checkpoint's (``image_scale``) unless overridden: ``short``/``max_size`` for
-    Mask R-CNN, ``base_size`` (long side)/``crop_size`` (window) for segmentation; the other pair is a UserError.
+    Mask R-CNN, ``base_size`` (long side)/``crop_size`` (window) for segmentation, which also takes test-time
+    augmentation (``scales`` of the base size, default (1.0,); ``flip``). Another task's flags are a UserError.
     """
     import mxnet as mx
 
     meta = read_meta(weights)
     task = meta["task"]
-    overrides = _scale_overrides(task, short, max_size, base_size, crop_size)
+    overrides = _scale_overrides(task, short, max_size, base_size, crop_size, scales, flip)
     contexts = list(contexts) if contexts else [mx.cpu()]
     params = checkpoint_base(str(weights)) + ".params"
     if task == "mask_rcnn":
@@ -139,19 +157,19 @@ def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Op
         category_ids = tuple(int(c) for c in net.category_ids)
         return LoadedModel(str(weights), task, net, meta, contexts, scale, category_ids)
     from .data.semantic import ClassSet
+    from .models.segmentation import image_scale as segmentation_scale
     from .models.segmentation import load_segmentation_model
 
     net, meta = load_segmentation_model(params, contexts)
-    recorded = meta.get("image_scale") or {}
-    build = meta.get("build_kwargs") or {}
-    scale = {"base_size": overrides["base_size"] or int(recorded.get("base_size") or build["base_size"]),
-             "crop_size": overrides["crop_size"] or int(recorded.get("crop_size") or build["crop_size"])}
+    default_base, default_crop = segmentation_scale(meta)
+    scale = {"base_size": overrides["base_size"] or default_base, "crop_size": overrides["crop_size"] or default_crop}
     class_set = ClassSet.from_dict(meta["classes"])
     if len(contexts) > 1:
         log.info("segmentation predicts on %s only (one device per image)", contexts[0])
     return LoadedModel(str(weights), task, net, meta, contexts, scale,
                        () if class_set.binary else tuple(class_set.category_ids),
-                       num_labels=class_set.num_classes, label_names=class_set.class_names)
+                       num_labels=class_set.num_classes, label_names=class_set.class_names,
+                       test_scales=tuple(float(x) for x in scales) if scales else (1.0,), flip=bool(flip))
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -189,14 +207,36 @@ class ImageReader:
 
 
 # ------------------------------------------------------------------------------------------- prediction
+Grid = Tuple[int, int]
+
+
 @dataclass
 class ImagePrediction:
-    """What the model made of one image; instances on the image's own grid (None: binary segmentation)."""
+    """What the model made of one image.
+
+    ``instances`` (None for binary segmentation) and, for segmentation, ``label_map`` lie on the image's own
+    grid; :meth:`instances_at` gives the instances on any other grid from the network's outputs directly (the
+    one rule of the module docstring, never a resize of the image-grid masks). All are computed on first use.
+    """
 
     path: Path
     image: np.ndarray
-    instances: Optional[list]
-    label_map: Optional[np.ndarray] = None
+    _instances_at: Callable[[Grid], Optional[list]] = field(repr=False)
+    _label_map_at: Optional[Callable[[Grid], np.ndarray]] = field(default=None, repr=False)
+
+    def instances_at(self, size: Grid) -> Optional[list]:
+        """Instances with boxes and masks on an ``size`` (height, width) grid."""
+        return self._instances_at((int(size[0]), int(size[1])))
+
+    @functools.cached_property
+    def instances(self) -> Optional[list]:
+        """Instances on the image's own grid."""
+        return self.instances_at(self.image.shape[:2])
+
+    @functools.cached_property
+    def label_map(self) -> Optional[np.ndarray]:
+        """Segmentation: int32 labels on the image's own grid (None for Mask R-CNN)."""
+        return None if self._label_map_at is None else self._label_map_at(self.image.shape[:2])
 
 
 def _check_thresholds(score_threshold: float, mask_threshold: float) -> None:
@@ -206,33 +246,26 @@ def _check_thresholds(score_threshold: float, mask_threshold: float) -> None:
         raise UserError(f"--mask-threshold must lie strictly between 0 and 1, got {mask_threshold}")
 
 
-def _mask_rcnn_batch(model: LoadedModel, images: Sequence[np.ndarray], score_threshold: float,
-                     mask_threshold: float, max_detections: int) -> List[list]:
-    """Instances of up to one image per context: every device is started before any result is read back."""
+def _mask_rcnn_batch(model: LoadedModel, pending: Sequence[Tuple[Path, np.ndarray]], score_threshold: float,
+                     mask_threshold: float, max_detections: int) -> List[Callable[[Grid], list]]:
+    """Per image (up to one per context), its instances on any grid: every device is started before any
+    result is read back."""
     import mxnet as mx
 
-    from .models.mask_rcnn import MASK_THRESHOLD, decode_outputs, instances_from_outputs
-    from .transforms.instance import normalize_image, resize_image, scaled_size
+    from .models.mask_rcnn import decode_outputs, instances_from_outputs, read_network_input, run_network
 
     started = []
-    for image, ctx in zip(images, model.contexts):
-        height, width = image.shape[:2]
-        in_h, in_w = scaled_size(height, width, model.scale["short"], model.scale["max_size"])
-        data = mx.nd.array(normalize_image(resize_image(image, in_h, in_w))[None], ctx=ctx)
-        with warnings.catch_warnings():
-            # The training-only target generator's parameters sit in every checkpoint; inference never uses them.
-            warnings.filterwarnings("ignore", message=r"Parameter .* is not used by any computation")
-            started.append(((in_h, in_w), model.net(data)))
-    out = []
-    for image, (input_size, outputs) in zip(images, started):
+    for (path, image), ctx in zip(pending, model.contexts):
+        data = read_network_input(path, model.scale["short"], model.scale["max_size"], image.shape[:2],
+                                  full_image=image, source="its full decode")
+        started.append((data.shape[1:], run_network(model.net, mx.nd.array(data[None], ctx=ctx))))
+
+    def on_any_grid(input_size: Grid, outputs) -> Callable[[Grid], list]:
         ids, scores, boxes, masks = decode_outputs(outputs)
-        if mask_threshold != MASK_THRESHOLD:
-            # Pasting resizes the probabilities linearly (zero padding included) and keeps p > MASK_THRESHOLD;
-            # scaling them by MASK_THRESHOLD / t first keeps exactly p > t.
-            masks = masks * np.float32(MASK_THRESHOLD / mask_threshold)
-        out.append(instances_from_outputs(ids, scores, boxes, masks, input_size, image.shape[:2],
-                                          model.category_ids, score_threshold, max_detections))
-    return out
+        return lambda size: instances_from_outputs(ids, scores, boxes, masks, input_size, size, model.category_ids,
+                                                   score_threshold, max_detections, mask_threshold)
+
+    return [on_any_grid(input_size, outputs) for input_size, outputs in started]
 
 
 def semantic_instances(label_map: np.ndarray, category_ids: Sequence[int]) -> list:
@@ -284,34 +317,28 @@ def predict_images(model: LoadedModel, reader: ImageReader, score_threshold: flo
 def _predict_pending(model: LoadedModel, pending: List[Tuple[Path, np.ndarray]], score_threshold: float,
                      mask_threshold: float, max_detections: int, bar) -> Iterator[ImagePrediction]:
     if model.task == "mask_rcnn":
-        batch = _mask_rcnn_batch(model, [image for _, image in pending], score_threshold, mask_threshold,
-                                 max_detections)
-        for (path, image), instances in zip(pending, batch):
+        batch = _mask_rcnn_batch(model, pending, score_threshold, mask_threshold, max_detections)
+        for (path, image), instances_at in zip(pending, batch):
             bar.update(1)
-            yield ImagePrediction(path, image, instances)
+            yield ImagePrediction(path, image, instances_at)
         return
-    from .models.segmentation import predict_label_map
+    from .models.segmentation import label_scores
 
     for path, image in pending:
-        labels = predict_label_map(model.net, image, model.contexts[0], base_size=model.scale["base_size"],
-                                   crop_size=model.scale["crop_size"])
-        instances = semantic_instances(labels, model.category_ids) if model.gives_instances else None
+        scores = label_scores(model.net, image, model.contexts[0], scales=model.test_scales, flip=model.flip,
+                              base_size=model.scale["base_size"], crop_size=model.scale["crop_size"])
         bar.update(1)
-        yield ImagePrediction(path, image, instances, labels)
+        yield ImagePrediction(path, image, *_segmentation_grids(model, scores))
 
 
-def resize_instances(instances: Sequence, out_size: Tuple[int, int]) -> list:
-    """Instances moved to another grid (masks by nearest neighbour, ``rle.resize_coco_rle``; boxes scaled)."""
-    out = []
-    for inst in instances:
-        height, width = inst.rle["size"]
-        if (height, width) == tuple(out_size):
-            out.append(inst)
-            continue
-        factors = np.array([out_size[1] / width, out_size[0] / height] * 2, dtype=np.float64)
-        out.append(inst._replace(box=np.asarray(inst.box, dtype=np.float64) * factors,
-                                 rle=resize_coco_rle(inst.rle, *out_size)))
-    return out
+def _segmentation_grids(model: LoadedModel, scores: np.ndarray):
+    """(instances on a grid, label map on a grid) from one image's class scores; the last two label maps kept."""
+    from .models.segmentation import upsample_argmax
+
+    labels_at = functools.lru_cache(maxsize=2)(lambda size: upsample_argmax(scores, *size))
+    if not model.gives_instances:
+        return (lambda size: None), labels_at
+    return (lambda size: semantic_instances(labels_at(size), model.category_ids)), labels_at
 
 
 class _LazyMasks(collections.abc.Sequence):
@@ -442,17 +469,18 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
                       mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_detections: int = DEFAULT_MAX_DETECTIONS,
                       annotations: Optional[PathLike] = None, short: Optional[int] = None,
                       max_size: Optional[int] = None, base_size: Optional[int] = None,
-                      crop_size: Optional[int] = None, alpha: float = 0.5, overwrite: bool = False,
-                      progress: bool = True) -> PredictSummary:
-    """What tools/predict.py does: predict ``images`` (a file or folder) with a checkpoint and write to ``output``.
+                      crop_size: Optional[int] = None, scales: Optional[Sequence[float]] = None, flip: bool = False,
+                      alpha: float = 0.5, overwrite: bool = False, progress: bool = True) -> PredictSummary:
+    """What tools/predict.py (and tools/eval_segmentation.py --images) does: predict ``images`` (a file or
+    folder) with a checkpoint and write to ``output``.
 
     Per image ``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``, colour-coded labels, with
     ``classes.json`` as legend). When the model gives instances: ``results.json`` (COCO results, masks as
     compressed RLE) and ``images.json`` (``{"images": [{id, file_name, height, width, path}], ...}``, the
     ids and mask grids of ``results.json``). Image ids are 1.. in file-name order, or with ``annotations``
-    the ids of that COCO file, masks and boxes resized to its image sizes (the 512 x 512 resize file
-    included: images are predicted at their original size first), so tools/evaluate.py takes the results
-    as they are. Existing outputs are refused unless ``overwrite``.
+    the ids of that COCO file, boxes and masks made straight on its image grids (the 512 x 512 resize file
+    included), so tools/evaluate.py takes the results as they are. ``scales``/``flip``: segmentation
+    test-time augmentation. Existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
     paths = find_images(images)
@@ -464,7 +492,7 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         stems[path.stem] = path
     meta = read_meta(weights)
     task = meta["task"]
-    _scale_overrides(task, short, max_size, base_size, crop_size)
+    _scale_overrides(task, short, max_size, base_size, crop_size, scales, flip)
     _check_thresholds(score_threshold, mask_threshold)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: exists and is not a folder")
@@ -477,7 +505,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     gt = _read_ground_truth(annotations) if annotations else None
     if gt is not None:
         _check_image_sizes(paths, gt)
-    model = load_model(weights, contexts, short=short, max_size=max_size, base_size=base_size, crop_size=crop_size)
+    model = load_model(weights, contexts, short=short, max_size=max_size, base_size=base_size, crop_size=crop_size,
+                       scales=scales, flip=flip)
     output.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(str(output), task, images=len(paths))
     ids = {path: index + 1 for index, path in enumerate(paths)}
@@ -489,18 +518,20 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=progress):
         summary.predicted += 1
         summary.files += _save_pictures(pred, model, output, alpha)
-        if pred.instances is None:
+        if not model.gives_instances:
             continue
-        image_id, grid, instances = ids[pred.path], pred.image.shape[:2], pred.instances
+        image_id, grid = ids[pred.path], pred.image.shape[:2]
         if gt is not None:
             record = gt.by_name.get(pred.path.name)
             if record is None:
                 summary.not_in_annotations += 1
                 continue
             image_id, grid = record["id"], (int(record["height"]), int(record["width"]))
+        instances = pred.instances_at(grid)
+        if gt is not None:
             kept = [inst for inst in instances if inst.category_id in gt.category_ids]
             summary.dropped_categories += len(instances) - len(kept)
-            instances = resize_instances(kept, grid)
+            instances = kept
         results += to_coco_results(image_id, instances)
         image_records.append({"id": image_id, "file_name": pred.path.name, "height": int(grid[0]),
                               "width": int(grid[1]), "path": str(pred.path)})
@@ -520,10 +551,12 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         summary.detections = len(results)
         summary.results = str(output / RESULTS_NAME)
         atomic_write_json(output / RESULTS_NAME, results)
-        atomic_write_json(output / IMAGES_NAME, {
-            "weights": str(weights), "task": task, "scale": model.scale, "score_threshold": score_threshold,
-            "mask_threshold": mask_threshold, "annotations": None if gt is None else gt.path,
-            "images": image_records, "skipped": summary.skipped}, indent=2)
+        settings = {"weights": str(weights), "task": task, "scale": model.scale, "score_threshold": score_threshold,
+                    "mask_threshold": mask_threshold}
+        if task == "segmentation":
+            settings.update(scales=list(model.test_scales), flip=model.flip)
+        atomic_write_json(output / IMAGES_NAME, dict(settings, annotations=None if gt is None else gt.path,
+                                                     images=image_records, skipped=summary.skipped), indent=2)
         summary.files += [summary.results, str(output / IMAGES_NAME)]
     else:
         log.info("binary segmentation checkpoint: no category per pixel, so no %s", RESULTS_NAME)
@@ -572,14 +605,14 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
     checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
 
-    Masks go to the format's grid (512 x 512 for 2019) by the same nearest rule as the resized validation
-    annotations, overlaps are resolved by score, and every sample ImageId gets a row (``1 1`` where nothing
+    Masks are made straight on the format's grid (512 x 512 for 2019) by the rule validation uses (module
+    docstring), overlaps are resolved by score, and every sample ImageId gets a row (``1 1`` where nothing
     was detected or the image was unreadable). Sample ImageIds without an image file are a UserError
     naming them, unless ``allow_missing`` (then ``1 1`` rows, with a warning). The written file is checked
     again with :func:`submission.check_submission`; violations (none expected) are returned.
     Segmentation checkpoints give one instance per class present (score 1.0); binary ones are refused.
     """
-    from .submission import FORMATS, check_submission, read_sample_ids, write_submission
+    from .submission import FORMATS, check_submission, read_sample_ids, submission_size, write_submission
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -615,9 +648,10 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
 
         # write_submission shows the progress bar; this generator feeds it one image at a time.
         for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=False):
-            sizes[image_id_of[pred.path]] = pred.image.shape[:2]
+            size = pred.image.shape[:2]
+            sizes[image_id_of[pred.path]] = size
             yield image_id_of[pred.path], [Instance(inst.category_id, inst.score, inst.rle)
-                                           for inst in pred.instances]
+                                           for inst in pred.instances_at(submission_size(fmt, *size))]
 
     summary = write_submission(predictions(), sample_csv, output, fmt=fmt, score_threshold=score_threshold,
                                mask_threshold=mask_threshold, overwrite=overwrite, progress=progress)
@@ -629,5 +663,5 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
 
 
 __all__ = ["ImagePrediction", "ImageReader", "LoadedModel", "PredictSummary", "SubmissionResult", "find_images",
-           "load_model", "predict_images", "predict_to_folder", "read_meta", "render_instances", "resize_instances",
+           "load_model", "predict_images", "predict_to_folder", "read_meta", "render_instances",
            "semantic_instances", "write_submission_from_checkpoint"]

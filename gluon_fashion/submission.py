@@ -287,6 +287,7 @@ class Violation:
 
 @dataclass
 class _ImageRuns:
+    image_id: str  # as first spelt in the file
     lines: List[int] = field(default_factory=list)
     starts: List[np.ndarray] = field(default_factory=list)
     ends: List[np.ndarray] = field(default_factory=list)
@@ -297,6 +298,9 @@ def check_submission(path: PathLike, sample_csv: Optional[PathLike] = None, fmt:
                      log: Optional[Callable[[str], None]] = None) -> List[Violation]:
     """Every rule a submission breaks: header, column count, ImageIds missing from or unknown to the sample,
     malformed or out-of-bounds RLE, masks of one image overlapping, invalid ClassId or AttributesIds.
+
+    ImageIds are matched by :func:`image_key` (with or without ``.jpg``), as :func:`write_submission` matches
+    them; ids spelt otherwise than in the sample are said via ``log``.
 
     ``fmt`` "auto" reads the format from the header. For 2020 without ``image_sizes`` (original sizes) the
     exact grid is unknown: masks are then bounded by 1024 x 1024 (the longest-edge rule), said via ``log``.
@@ -337,17 +341,17 @@ def check_submission(path: PathLike, sample_csv: Optional[PathLike] = None, fmt:
             problems = _check_row(image_id, fields[column["EncodedPixels"]], fields[column["ClassId"]],
                                   fields[column["AttributesIds"]] if fmt == "2020" else None, fmt, sizes, line)
             violations.extend(problems.violations)
-            if problems.runs is not None and image_id:
-                runs = runs_by_image.setdefault(image_id, _ImageRuns())
+            if not image_id:
+                continue
+            runs = runs_by_image.setdefault(image_key(image_id), _ImageRuns(image_id))
+            if problems.runs is not None:
                 runs.lines.append(line)
                 runs.starts.append(problems.runs[0])
                 runs.ends.append(problems.runs[0] + problems.runs[1])
-            elif image_id and image_id not in runs_by_image:
-                runs_by_image[image_id] = _ImageRuns()
-    for image_id, runs in runs_by_image.items():
-        violations.extend(_overlaps(image_id, runs))
+    for runs in runs_by_image.values():
+        violations.extend(_overlaps(runs.image_id, runs))
     if sample is not None:
-        violations.extend(_compare_with_sample(runs_by_image, sample, sample_csv))
+        violations.extend(_compare_with_sample(runs_by_image, sample, sample_csv, log))
     return sorted(violations, key=lambda v: (v.row is None, v.row or 0))
 
 
@@ -418,15 +422,23 @@ def _overlaps(image_id: str, runs: _ImageRuns) -> List[Violation]:
 
 
 def _compare_with_sample(seen: Mapping[str, _ImageRuns], sample: Mapping[str, _SampleImage],
-                         sample_csv: PathLike) -> List[Violation]:
-    out = []
-    for image_id, runs in seen.items():
-        if image_id not in sample:
+                         sample_csv: PathLike, log: Optional[Callable[[str], None]] = None) -> List[Violation]:
+    """Unknown and missing ImageIds, matched by :func:`image_key` as write_submission matches them."""
+    sample_keys = {image_key(i): i for i in sample}
+    out, respelt = [], []
+    for key, runs in seen.items():
+        if key not in sample_keys:
             where = runs.lines[0] if runs.lines else None
-            out.append(Violation("unknown_image", f"ImageId {image_id!r} is not in the sample submission {sample_csv}", where))
-    missing = [i for i in sample if i not in seen]
-    for image_id in missing:
-        out.append(Violation("missing_image", f"ImageId {image_id!r} of the sample submission has no row"))
+            out.append(Violation("unknown_image", f"ImageId {runs.image_id!r} is not in the sample submission "
+                                                  f"{sample_csv}", where))
+        elif runs.image_id != sample_keys[key]:
+            respelt.append((runs.image_id, sample_keys[key]))
+    for key, image_id in sample_keys.items():
+        if key not in seen:
+            out.append(Violation("missing_image", f"ImageId {image_id!r} of the sample submission has no row"))
+    if respelt and log is not None:
+        log(f"{len(respelt)} ImageId(s) spelt differently from the sample submission (e.g. {respelt[0][0]!r} for "
+            f"{respelt[0][1]!r}), matched without the extension")
     return out
 
 

@@ -19,9 +19,10 @@ import pytest
 from mxnet import autograd, gluon
 
 from gluon_fashion.engine.plots import read_metrics
-from gluon_fashion.engine import (CheckpointManager, EpochBatchSampler, NonFiniteLossError, PolySchedule, RunLogger,
-                                  Throughput, WarmupStepSchedule, check_finite, epoch_seed, parse_gpus,
-                                  plot_metrics, progress, read_checkpoint_meta, seed_everything, split_batch)
+from gluon_fashion.engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, NonFiniteLossError,
+                                  PolySchedule, RunLogger, Throughput, WarmupStepSchedule, check_finite, epoch_seed,
+                                  parse_gpus, plot_metrics, progress, read_checkpoint_meta, seed_everything,
+                                  split_batch)
 from gluon_fashion.errors import UserError
 
 # The package re-exports the function progress(), which hides the submodule of the same name.
@@ -49,7 +50,7 @@ def test_parse_gpus_checks_available_count(monkeypatch):
     with pytest.raises(UserError, match=r"--gpus.*GPU 3.*found 2 GPU"):
         parse_gpus("0,3")
     monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)
-    with pytest.raises(UserError, match="found 0 GPU.*empty to train on CPU"):
+    with pytest.raises(UserError, match="found 0 GPU.*empty to run on CPU"):
         parse_gpus("0")
 
 
@@ -375,6 +376,17 @@ def test_epoch_batch_sampler_resumes_exactly():
     assert list(again) == full
     keep = EpochBatchSampler(23, batch_size=4, shuffle=False, last_batch="keep")
     assert len(keep) == 6 and list(keep)[-1] == [20, 21, 22]
+
+
+def test_epoch_tagged_batches_carry_the_epoch_in_each_index():
+    sampler = EpochBatchSampler(23, batch_size=4, shuffle=True, seed=3)
+    tagged = EpochTaggedBatches(sampler, 23)
+    tagged.set_epoch(2, skip=1)
+    batches = list(tagged)
+    assert len(tagged) == len(sampler) == 5 and len(batches) == 4
+    assert [[divmod(i, 23) for i in b] for b in batches] == [[(2, i) for i in b] for b in list(sampler)]
+    tagged.set_epoch(0)
+    assert list(tagged) == list(sampler)  # epoch 0 leaves indices as they are
 
 
 def test_epoch_batch_sampler_parts_are_equal_and_disjoint():

@@ -18,6 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation import ConfusionMatrix, evaluate_coco, format_per_class_table
+from gluon_fashion.evaluation.coco import coco_from_dict
 from gluon_fashion.evaluation.kaggle_metric import IOU_THRESHOLDS, kaggle_evaluate, kaggle_score, match_scores
 from gluon_fashion.evaluation.plots import plot_coco_metrics
 from gluon_fashion.labels import CATEGORIES
@@ -174,6 +175,17 @@ def test_zero_detections_score_zero(scene, gt_path):
     as_dict = metrics.as_dict()
     assert as_dict["segm_mAP"] == 0.0 and as_dict["per_class"][1]["segm_AP"] is None
     json.dumps(as_dict)  # JSON-ready
+
+
+def test_coco_from_dict_indexes_quietly_and_evaluates_like_the_file(scene, gt_path, capsys):
+    dataset = json.loads(gt_path.read_text())
+    coco = coco_from_dict(dataset)
+    assert capsys.readouterr().out == ""
+    assert coco.dataset is dataset and sorted(coco.getImgIds()) == sorted(im["id"] for im in dataset["images"])
+    assert len(coco.getAnnIds(catIds=[0])) == 3
+    from_dict, from_file = evaluate_coco(coco, _partial(scene)), evaluate_coco(gt_path, _partial(scene))
+    assert from_dict.as_dict() == from_file.as_dict()
+    assert capsys.readouterr().out == ""
 
 
 def test_results_file_and_log(scene, gt_path, tmp_path):

@@ -20,15 +20,18 @@ import numpy as np
 import pytest
 
 from gluon_fashion.convert import convert_imaterialist
-from gluon_fashion.data.instance import AspectRatioBatchSampler, FashionInstance, read_rgb_at_least, split_files
+from gluon_fashion.data.instance import AspectRatioBatchSampler, FashionInstance, split_files
 from gluon_fashion.engine import WarmupStepSchedule
 from gluon_fashion.errors import UserError
-from gluon_fashion.images import read_rgb
-from gluon_fashion.models.mask_rcnn import (apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn, paste_mask,
-                                            predict_instances)
+from gluon_fashion.evaluation.coco import evaluate_coco
+from gluon_fashion.images import read_rgb, read_rgb_at_least
+from gluon_fashion.models.mask_rcnn import (apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn, network_input,
+                                            paste_mask, predict_instances, read_network_input)
+from gluon_fashion.predict import predict_to_folder
 from gluon_fashion.rle import coco_to_mask, nearest_indices
 from gluon_fashion.sample import make_sample_dataset
-from gluon_fashion.trainers.mask_rcnn import build_parser, train
+from gluon_fashion.trainers.mask_rcnn import (VAL_MAX_DETECTIONS, VAL_SCORE_THRESHOLD, build_parser, predict_dataset,
+                                              train)
 from gluon_fashion.transforms.instance import MaskRCNNTrainTransform, scaled_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +106,25 @@ def test_reduced_jpeg_decode_covers_the_requested_size(tmp_path):
     assert read_rgb_at_least(gray, 301, 455, 35, 50).shape == (38, 57, 3)  # grayscale comes back RGB
     with pytest.raises(UserError, match="says 300x455"):
         read_rgb_at_least(color, 300, 455, 100, 100)
+    # A full decode at hand is used where no reduced decode applies, and ignored where one does.
+    marked = full.copy()
+    marked[0, 0] = 255 - marked[0, 0]
+    assert read_rgb_at_least(color, 301, 455, 301, 455, full=marked) is marked
+    np.testing.assert_array_equal(read_rgb_at_least(color, 301, 455, 140, 200, full=marked), half)
+
+
+def test_network_input_of_a_file_is_validations_reduced_decode(tmp_path):
+    rng = np.random.RandomState(2)
+    path = str(tmp_path / "photo.jpg")
+    cv2.imwrite(path, cv2.GaussianBlur(rng.randint(0, 255, (480, 720, 3), dtype=np.uint8), (9, 9), 3))
+    full = read_rgb(path)
+    small = read_network_input(path, 100, 160, (480, 720), full_image=full)  # a 1/4 decode covers 100 x 150
+    assert small.shape == (3, 100, 150) and small.dtype == np.float32
+    np.testing.assert_array_equal(small, network_input(read_rgb_at_least(path, 480, 720, 100, 150), 100, 160,
+                                                       orig_size=(480, 720)))
+    assert not np.array_equal(small, network_input(full, 100, 160))  # not the full decode resized
+    large = read_network_input(path, 400, 700, (480, 720), full_image=full)  # no reduced decode covers it
+    np.testing.assert_array_equal(large, network_input(full, 400, 700))
 
 
 def test_transform_decodes_masks_at_training_size_and_flips_consistently(data_root):
@@ -311,6 +333,20 @@ def test_overfit_validates_and_keeps_best_checkpoint(data_root, tmp_path):
     for inst in instances:
         assert inst.rle["size"] == list(image.shape[:2]) and 0 <= inst.category_id < 46
         assert 0 <= inst.box[0] <= inst.box[2] <= image.shape[1] and 0 <= inst.box[1] <= inst.box[3] <= image.shape[0]
+
+    # tools/predict.py with the validation annotations, at validation's thresholds, gives validation's results,
+    # so tools/evaluate.py on them reproduces the logged figures.
+    val_gt, val_images = split_files(data_root, "val_resized")
+    summary = predict_to_folder(prefix + "_best.params", val_images, tmp_path / "predicted", annotations=val_gt,
+                                score_threshold=VAL_SCORE_THRESHOLD, max_detections=VAL_MAX_DETECTIONS,
+                                progress=False)
+    predicted = json.loads((tmp_path / "predicted" / "results.json").read_text())
+    assert summary.predicted == 1 and len(predicted) == evaluation["num_detections"] > 0
+    valset = FashionInstance(val_gt, val_images, skip_empty=False)
+    assert predicted == predict_dataset(net, valset, [mx.cpu()], 160, 224)
+    reproduced = evaluate_coco(val_gt, tmp_path / "predicted" / "results.json")
+    assert not math.isnan(reproduced.segm_mAP) and reproduced.segm_mAP == val[0]["values"]["segm_mAP"]
+    assert dict(reproduced.as_dict(), epoch=3, iteration=16) == evaluation
 
 
 def test_sigkill_then_resume_continues_at_the_same_iteration(data_root, tmp_path):

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mxnet as mx
@@ -25,13 +26,16 @@ from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation.coco import evaluate_coco
 from gluon_fashion.images import read_rgb
+from gluon_fashion.labels import CATEGORY_NAMES
 from gluon_fashion.models.mask_rcnn import build_mask_rcnn, checkpoint_meta, predict_instances
 from gluon_fashion.models.segmentation import build_segmentation_model
+from gluon_fashion.models.segmentation import checkpoint_meta as segmentation_meta
+from gluon_fashion.models.segmentation import predict_label_map
 from gluon_fashion.predict import (ImageReader, load_model, predict_images, predict_to_folder, semantic_instances,
                                    write_submission_from_checkpoint)
-from gluon_fashion.rle import coco_to_mask, kaggle_to_mask, mask_to_coco, resize_coco_rle
+from gluon_fashion.rle import coco_to_mask, kaggle_to_mask, mask_to_coco, mask_to_kaggle, resize_coco_rle
 from gluon_fashion.sample import make_sample_dataset
-from gluon_fashion.submission import check_submission, read_sample_ids
+from gluon_fashion.submission import check_submission, read_sample_ids, resolve_overlaps
 from gluon_fashion.visualize import palette
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +76,8 @@ def segmentation_weights(tmp_path_factory) -> str:
     mx.random.seed(1)
     net, build_kwargs = build_segmentation_model("fcn", SEG_CLASSES.num_classes, [mx.cpu()], backbone="resnet50",
                                                  aux=False, base_size=96, crop_size=96, pretrained=False)
-    meta = {"task": "segmentation", "model": "fcn", "classes": SEG_CLASSES.to_dict(), "build_kwargs": build_kwargs,
-            "image_scale": {"base_size": 96, "crop_size": 96}}
+    meta = segmentation_meta(build_kwargs, SEG_CLASSES)
+    assert meta["image_scale"] == {"base_size": 96, "crop_size": 96}
     manager = CheckpointManager(str(tmp_path_factory.mktemp("seg_ckpt") / "fcn_resnet50"), meta, metric_name="mIoU")
     assert manager.update_best(net, epoch=0, iteration=1, metric=0.0)
     return manager.best_path
@@ -145,7 +149,7 @@ def test_predict_cli_writes_overlays_and_results_that_evaluate(cli_prediction, s
     assert metrics.num_detections == len(results) and 0.0 <= metrics.segm_mAP <= 1.0
 
 
-def test_gt_grid_results_are_the_original_predictions_resized(cli_prediction, sample_root, mask_rcnn_weights,
+def test_gt_grid_results_are_pasted_straight_onto_the_gt_grid(cli_prediction, sample_root, mask_rcnn_weights,
                                                               tmp_path):
     gt_out, _ = cli_prediction
     summary = predict_to_folder(mask_rcnn_weights, sample_root / "val", tmp_path / "own", score_threshold=0.0,
@@ -157,16 +161,65 @@ def test_gt_grid_results_are_the_original_predictions_resized(cli_prediction, sa
     assert summary.detections == len(own) == len(gt_results)
     assert [im["id"] for im in own_index] == list(range(1, len(own_index) + 1))
     gt_id = {im["file_name"]: im["id"] for im in gt_index}
+    net = load_model(mask_rcnn_weights).net
     for image in own_index:
         original = read_rgb(image["path"])
         assert (image["height"], image["width"]) == original.shape[:2]
         mine = [r for r in own if r["image_id"] == image["id"]]
         theirs = [r for r in gt_results if r["image_id"] == gt_id[image["file_name"]]]
-        assert [r["category_id"] for r in mine] == [r["category_id"] for r in theirs]
-        for a, b in zip(mine, theirs):
-            assert a["segmentation"]["size"] == list(original.shape[:2])
-            expected = coco_to_mask(resize_coco_rle(a["segmentation"], 512, 512))
-            assert np.array_equal(coco_to_mask(b["segmentation"]), expected)
+        assert [(r["category_id"], r["score"]) for r in mine] == [(r["category_id"], r["score"]) for r in theirs]
+        # The same detections, with boxes and masks made on the 512 x 512 grid from the mask probabilities.
+        on_grid = predict_instances(net, original, SHORT, MAX_SIZE, score_threshold=0.0, out_size=(512, 512))
+        assert len(on_grid) == len(theirs) > 0
+        for a, b, inst in zip(mine, theirs, on_grid):
+            assert a["segmentation"]["size"] == list(original.shape[:2]) and b["segmentation"]["size"] == [512, 512]
+            assert b["segmentation"] == inst.rle
+            scale = [512 / original.shape[1], 512 / original.shape[0]] * 2
+            assert b["bbox"][0] == pytest.approx(a["bbox"][0] * scale[0], abs=0.05)
+            assert b["bbox"][3] == pytest.approx(a["bbox"][3] * scale[1], abs=0.05)
+
+
+def test_predict_and_evaluate_reproduce_the_trainers_validation(sample_root, mask_rcnn_weights, tmp_path):
+    """The trainer's validation and tools/predict.py --annotations + tools/evaluate.py agree exactly.
+
+    Ground truth: the checkpoint's own best detections pasted at each photo's size and resized to 512 x 512
+    (nearest), i.e. close to what the one rule gives but not the same pixels, so mAP is high but not 1 and a
+    prediction path that resized its masks instead would score differently from validation.
+    """
+    from pycocotools import mask as coco_mask
+
+    from gluon_fashion.data.instance import FashionInstance
+    from gluon_fashion.trainers.mask_rcnn import (VAL_MAX_DETECTIONS, VAL_SCORE_THRESHOLD, predict_dataset,
+                                                  validation_ground_truth)
+    net = load_model(mask_rcnn_weights).net
+    images, annotations = [], []
+    for image_id, path in enumerate(sorted((sample_root / "val").glob("*.jpg")), start=1):
+        photo = read_rgb(path)
+        images.append({"id": image_id, "file_name": path.name, "height": 512, "width": 512,
+                       "orig_height": photo.shape[0], "orig_width": photo.shape[1]})
+        for inst in predict_instances(net, photo, SHORT, MAX_SIZE, score_threshold=0.0)[:4]:
+            rle = resize_coco_rle(inst.rle, 512, 512)
+            encoded = dict(rle, counts=rle["counts"].encode("ascii"))
+            if coco_mask.area(encoded) >= 16:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": inst.category_id,
+                                    "segmentation": rle, "area": float(coco_mask.area(encoded)),
+                                    "bbox": coco_mask.toBbox(encoded).tolist(), "iscrowd": 0})
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                   "categories": [{"id": c, "name": CATEGORY_NAMES[c]} for c in CLASSES]}))
+    assert annotations
+
+    # MaskRCNNTrainer.validate: predict_dataset scored against validation_ground_truth
+    validation = predict_dataset(net, FashionInstance(gt_file, sample_root / "val", category_ids=CLASSES,
+                                                      skip_empty=False), [mx.cpu()], SHORT, MAX_SIZE)
+    logged = evaluate_coco(validation_ground_truth(gt_file, CLASSES, [im["id"] for im in images]), validation)
+    summary = predict_to_folder(mask_rcnn_weights, sample_root / "val", tmp_path / "out", annotations=gt_file,
+                                score_threshold=VAL_SCORE_THRESHOLD, max_detections=VAL_MAX_DETECTIONS,
+                                progress=False)
+    assert json.loads(Path(summary.results).read_text()) == validation
+    reproduced = evaluate_coco(gt_file, summary.results)
+    assert 0.0 < reproduced.segm_mAP == logged.segm_mAP < 1.0
+    assert reproduced.as_dict() == logged.as_dict()
 
 
 def test_prediction_path_matches_model_module_and_mask_threshold_is_monotonic(sample_root, mask_rcnn_weights):
@@ -174,14 +227,20 @@ def test_prediction_path_matches_model_module_and_mask_threshold_is_monotonic(sa
     assert model.task == "mask_rcnn" and model.scale == {"short": SHORT, "max_size": MAX_SIZE}
     path = sorted((sample_root / "test").glob("*.jpg"))[0]
     image = read_rgb(path)
-    reference = predict_instances(model.net, image, SHORT, MAX_SIZE, score_threshold=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # The first forward of a loaded net is where MXNet would warn about the target generator's statistics.
+        reference = predict_instances(model.net, image, SHORT, MAX_SIZE, score_threshold=0.0)
+    assert not [w for w in caught if "is not used by any computation" in str(w.message)]
 
     def run(mask_threshold):
         return next(predict_images(model, ImageReader([path]), score_threshold=0.0, mask_threshold=mask_threshold,
                                    progress=False)).instances
 
     default, low, high = run(0.5), run(0.3), run(0.7)
+    direct = predict_instances(model.net, image, SHORT, MAX_SIZE, score_threshold=0.0, mask_threshold=0.3)
     assert len(reference) == len(default) == len(low) == len(high) > 0
+    assert [inst.rle for inst in direct] == [inst.rle for inst in low]
     grown = shrunk = 0
     for ref, mid, lo, hi in zip(reference, default, low, high):
         assert (mid.category_id, mid.score) == (ref.category_id, ref.score) and mid.rle == ref.rle
@@ -268,7 +327,7 @@ def test_missing_meta_exits_2_from_the_command_line(mask_rcnn_weights, sample_ro
 
 
 # ------------------------------------------------------------------------------------ submission tool
-def test_submission_cli_passes_the_checker_with_overlaps_resolved(cli_submission, sample_root):
+def test_submission_cli_passes_the_checker_with_overlaps_resolved(cli_submission, sample_root, mask_rcnn_weights):
     out, proc = cli_submission
     sample = sample_root / "sample_submission.csv"
     assert check_submission(out, sample_csv=sample, fmt="2019") == []
@@ -283,6 +342,16 @@ def test_submission_cli_passes_the_checker_with_overlaps_resolved(cli_submission
     for image_id, masks in by_image.items():
         assert len(masks) > 1  # 32 random detections each: overlapping before resolution, disjoint after
         assert np.stack(masks).sum(axis=0).max() == 1, image_id
+    # The rows are the detections pasted straight onto the 512 x 512 grid, made disjoint by score.
+    net = load_model(mask_rcnn_weights).net
+    for image_id in by_image:
+        instances = predict_instances(net, read_rgb(sample_root / "test" / image_id), SHORT, MAX_SIZE,
+                                      score_threshold=0.0, out_size=(512, 512))
+        kept = resolve_overlaps([coco_to_mask(inst.rle).astype(bool) for inst in instances],
+                                [inst.score for inst in instances], min_area=10)
+        expected = sorted([image_id, mask_to_kaggle(mask), str(inst.category_id)]
+                          for inst, mask in zip(instances, kept) if mask is not None)
+        assert sorted(r for r in rows if r[0] == image_id) == expected
 
 
 def test_check_flag_reports_every_violation(cli_submission, sample_root, tmp_path):
@@ -372,6 +441,14 @@ def test_segmentation_checkpoint_predicts_and_submits(sample_root, segmentation_
     header, rows = _read_rows(tmp_path / "sub.csv")
     assert {r[0] for r in rows} == set(read_sample_ids(sample))
     assert {int(r[2]) for r in rows if r[1] != "1 1"} <= set(SEG_CLASSES.category_ids)
+    # Each class present in the label map made straight on the 512 x 512 grid is one row (10 pixels at least).
+    net = load_model(segmentation_weights).net
+    for image_id in read_sample_ids(sample):
+        labels = predict_label_map(net, read_rgb(sample_root / "test" / image_id), mx.cpu(), base_size=96,
+                                   crop_size=96, out_size=(512, 512))
+        expected = sorted([image_id, mask_to_kaggle(labels == k), str(SEG_CLASSES.category_ids[k - 1])]
+                          for k in np.unique(labels) if k > 0 and (labels == k).sum() >= 10)
+        assert sorted(r for r in rows if r[0] == image_id and r[1] != "1 1") == expected
 
 
 def test_binary_segmentation_checkpoint_cannot_submit(segmentation_weights, sample_root, tmp_path):

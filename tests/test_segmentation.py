@@ -495,11 +495,14 @@ def test_eval_only_and_eval_tool_with_tta(trained, sample_root, tmp_path, capsys
     assert metrics["flip"] is True and metrics["scales"] == [0.75, 1.0, 1.25]
     photos = sample_root / "val"
     pred = tmp_path / "pred"
-    assert eval_script.main(["--weights", weights, "--images", str(photos), "--output", str(pred), "--ngpus", "0"]) == 0
+    assert eval_script.main(["--weights", weights, "--images", str(photos), "--output", str(pred), "--ngpus", "0",
+                             "--flip", "--scales", "0.75,1.0"]) == 0
     for photo in sorted(photos.glob("*.jpg")):
         for kind in ("labels", "overlay"):
             written = read_rgb(pred / f"{photo.stem}_{kind}.png")
             assert written.shape == read_rgb(photo).shape
+    settings = json.loads((pred / "images.json").read_text())
+    assert settings["flip"] is True and settings["scales"] == [0.75, 1.0] and len(settings["images"]) == 2
     assert eval_script.main(["--weights", weights, "--images", str(photos), "--output", str(pred), "--ngpus", "0"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     net, meta = load_segmentation_model(weights, mx.cpu())

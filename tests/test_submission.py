@@ -171,6 +171,23 @@ def test_checker_reports_each_violation_with_its_line(tmp_path, sample_2019):
     assert any("'d.jpg'" in m and "missing_image" in m for m in messages)
 
 
+def test_checker_matches_image_ids_with_or_without_extension_as_the_writer(tmp_path, sample_2019):
+    rows = [["a", "1 10", "3"],                # line 2: "a.jpg" of the sample, spelt without extension
+            ["a.jpg", "5 3", "4"],             # line 3: the same image: overlaps line 2
+            ["b", "1 1", "23"], ["c.jpg", "1 1", "23"],
+            ["e", "1 1", "23"]]                # line 6: not in the sample, either spelling
+    notes = []
+    found = {(v.row, v.kind) for v in check_submission(_write(tmp_path / "s.csv", rows), sample_2019, log=notes.append)}
+    assert found == {(3, "overlap"), (6, "unknown_image"), (None, "missing_image")}
+    messages = [str(v) for v in check_submission(tmp_path / "s.csv", sample_2019)]
+    assert any("'d.jpg'" in m and "missing_image" in m for m in messages)
+    assert len(notes) == 1 and "spelt differently" in notes[0] and "'a'" in notes[0]
+    # the writer's own output for ids given without extension passes
+    out = tmp_path / "written.csv"
+    write_submission({"a": [], "b": [], "c": [], "d": []}, sample_2019, out, progress=False)
+    assert check_submission(out, sample_2019) == []
+
+
 def test_checker_header_and_2020_rules(tmp_path):
     wrong_header = _write(tmp_path / "h.csv", [["a.jpg", "1 1", "23", "x"]],
                           header=("ImageId", "EncodedPixels", "ClassId", "Extra"))

@@ -1,5 +1,5 @@
 """Evaluate a segmentation checkpoint at each image's own resolution, with optional test-time augmentation,
-or write colour-coded predictions and overlays for a folder of photos.
+or write colour-coded predictions and overlays for a folder of photos (tools/predict.py's outputs, with TTA).
 
     python tools/eval_segmentation.py --weights train_logs/imaterialist/deeplabv3/res101/deeplabv3_resnet101_best.params \\
         --dataset-root datasets/imaterialist --split val --flip --scales 0.75,1.0,1.25
@@ -14,7 +14,8 @@ from typing import List, Optional
 import mxnet as mx
 
 from gluon_fashion.errors import UserError, cli_entry
-from gluon_fashion.trainers.segmentation import evaluate_checkpoint, parse_scales, segment_images
+from gluon_fashion.predict import predict_to_folder
+from gluon_fashion.trainers.segmentation import evaluate_checkpoint, parse_scales
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -24,8 +25,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--split", default="val", help="split to evaluate (default: %(default)s)")
     p.add_argument("--images", default=None, help="instead of evaluating: segment every photo in this folder")
     p.add_argument("--output", default=None,
-                   help="with --images: folder for <name>_labels.png and <name>_overlay.png (required); "
-                        "otherwise: folder for metrics_<split>.json")
+                   help="with --images: folder for <name>_labels.png, <name>_overlay.png, classes.json and "
+                        "results.json (required); otherwise: folder for metrics_<split>.json")
     p.add_argument("--overwrite", action="store_true", help="replace existing prediction images")
     p.add_argument("--scales", default="1.0", help="test scales, e.g. 0.75,1.0,1.25 (default: %(default)s)")
     p.add_argument("--flip", action="store_true", help="also predict the mirror image and average")
@@ -43,16 +44,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     ctx = mx.gpu(0) if args.ngpus > 0 else mx.cpu()
     scales = parse_scales(args.scales)
-    common = dict(scales=scales, flip=args.flip, ctx=ctx, base_size=args.base_size, crop_size=args.crop_size)
     if args.images:
         if not args.output:
             raise UserError("--images needs --output DIR for the prediction images")
-        written = segment_images(args.weights, args.images, args.output, alpha=args.alpha,
-                                 overwrite=args.overwrite, **common)
-        print(f"wrote {len(written)} images to {args.output}")
+        print(predict_to_folder(args.weights, args.images, args.output, contexts=[ctx], base_size=args.base_size,
+                                crop_size=args.crop_size, scales=scales, flip=args.flip, alpha=args.alpha,
+                                overwrite=args.overwrite))
     else:
-        evaluate_checkpoint(args.weights, args.dataset_root, split=args.split, max_images=args.max_images,
-                            output=args.output, **common)
+        evaluate_checkpoint(args.weights, args.dataset_root, split=args.split, scales=scales, flip=args.flip, ctx=ctx,
+                            base_size=args.base_size, crop_size=args.crop_size, max_images=args.max_images,
+                            output=args.output)
     return 0
 
 

@@ -4,25 +4,22 @@ GluonCV's ``COCOInstance`` expects polygon masks and reads every image through `
 the masks stay compressed RLE until the transform decodes them straight at the training resolution
 (``gluon_fashion.transforms.instance``), and images are decoded RGB whatever their JPEG mode.
 
-Indices may carry the epoch (``epoch * len(dataset) + i``, see ``data.semantic.EpochTaggedBatches``): the
+Indices may carry the epoch (``epoch * len(dataset) + i``, see ``engine.EpochTaggedBatches``): the
 augmentation of sample ``i`` in epoch ``e`` is then seeded by ``(seed, e, i)`` alone, so a resumed run and
 any number of loader workers draw the same flips as an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 from gluoncv.data import COCOInstance
 
 from ..engine import EpochBatchSampler, epoch_seed
 from ..errors import UserError
-from ..images import read_rgb
+from ..images import read_rgb_at_least
 from ..labels import CATEGORY_NAMES, NUM_CATEGORIES
 
 TRAIN_ANNOTATIONS = "annotations/rle_instances_train.json"
@@ -52,36 +49,6 @@ def load_coco_json(path: Path) -> Dict:
     if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
         raise UserError(f"{path}: not a COCO instance file (needs 'images' and 'annotations')")
     return data
-
-
-def read_rgb_at_least(path: str, height: int, width: int, min_height: int, min_width: int,
-                      source: str = "the annotations") -> np.ndarray:
-    """RGB pixels of a ``height x width`` image, decoded as small as possible but covering ``min_height x
-    min_width``: JPEGs at 1/2, 1/4 or 1/8 scale through libjpeg's DCT scaling (several times faster than a
-    full decode of a photo, and no full-size buffer), anything else at full size with ``images.read_rgb``.
-
-    UserError when the pixels do not have the size ``source`` records.
-    """
-    factor = next((f for f in (8, 4, 2) if -(-height // f) >= min_height and -(-width // f) >= min_width), 1)
-    if factor > 1 and _is_jpeg(path):
-        flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
-        decoded = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
-        if decoded is None:
-            raise UserError(f"{path}: cannot decode image")
-        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-    else:
-        factor, image = 1, read_rgb(path)
-    expected = (-(-height // factor), -(-width // factor))
-    if image.shape[:2] != expected:
-        shape = (f"{image.shape[0]}x{image.shape[1]}" if factor == 1 else
-                 f"about {image.shape[0] * factor}x{image.shape[1] * factor} (decoded at 1/{factor} scale)")
-        raise UserError(f"{path}: image is {shape} but {source} says {height}x{width}")
-    return image
-
-
-def _is_jpeg(path: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(3) == b"\xff\xd8\xff"
 
 
 class FashionInstance(COCOInstance):
@@ -124,12 +91,8 @@ class FashionInstance(COCOInstance):
     def coco(self):
         """pycocotools COCO of the annotation file (for evaluation)."""
         if not self._coco:
-            from pycocotools.coco import COCO
-            coco = COCO()
-            coco.dataset = load_coco_json(self.annotation_file)
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
-                coco.createIndex()
-            self._coco.append(coco)
+            from ..evaluation.coco import coco_from_dict
+            self._coco.append(coco_from_dict(load_coco_json(self.annotation_file)))
         return self._coco[0]
 
     def _load_jsons(self):

@@ -26,7 +26,7 @@ itself is never written to.
 
 Items: ``dataset[i]`` returns ``transform(image_rgb, decode_label, rng)``; indices ``>= len(dataset)`` stand
 for ``(epoch, i) = divmod(index, len(dataset))`` so augmentation randomness is a
-function of (seed, epoch, image) whatever the number of loader workers (``EpochTaggedBatches``).
+function of (seed, epoch, image) whatever the number of loader workers (``engine.EpochTaggedBatches``).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -357,30 +357,6 @@ class SemanticSegmentation:
         if self.transform is None:
             return image, self.decode_label(index)
         return self.transform(image, lambda h, w: self.decode_label(index, h, w), self.rng_for(index, epoch))
-
-
-class EpochTaggedBatches:
-    """Wrap ``engine.EpochBatchSampler``: each index ``i`` becomes ``epoch * n + i`` (see the module docstring).
-
-    The sampler's order, skipping and length are unchanged; only the epoch travels with the index, so
-    loader worker processes need no shared state to seed the augmentation.
-    """
-
-    def __init__(self, sampler, length: int):
-        self.sampler = sampler
-        self.length = int(length)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Forwarded to the wrapped sampler."""
-        self.sampler.set_epoch(epoch, skip)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        offset = self.sampler.epoch * self.length
-        for batch in self.sampler:
-            yield [offset + i for i in batch]
 
 
 # ------------------------------------------------------------------------------------------- registry

@@ -36,7 +36,6 @@ import math
 import os
 import re
 import shutil
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
@@ -426,3 +425,28 @@ class EpochBatchSampler:
         per_part = self.length // self.num_parts
         full, rest = divmod(per_part, self.batch_size)
         return full + (1 if rest and self.last_batch == "keep" else 0)
+
+
+class EpochTaggedBatches:
+    """Wrap an :class:`EpochBatchSampler`: each index ``i`` of epoch ``e`` becomes ``e * length + i``.
+
+    The sampler's order, skipping and length are unchanged; only the epoch travels with the index, so a
+    dataset (``length`` items) can seed each sample's augmentation from ``(seed, epoch, index)`` and loader
+    worker processes need no shared state: a resumed run draws the same augmentation as an unbroken one.
+    """
+
+    def __init__(self, sampler: EpochBatchSampler, length: int):
+        self.sampler = sampler
+        self.length = int(length)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Forwarded to the wrapped sampler."""
+        self.sampler.set_epoch(epoch, skip)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = self.sampler.epoch * self.length
+        for batch in self.sampler:
+            yield [offset + i for i in batch]

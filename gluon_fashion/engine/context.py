@@ -23,13 +23,13 @@ def parse_gpus(gpus: Optional[str], num_cpu_contexts: int = 1) -> list:
         if not part.isdigit():
             raise UserError(
                 f"--gpus {text!r}: expected comma-separated GPU ids such as '0' or '0,1,2' "
-                f"(leave it empty to train on CPU); {part!r} is not a GPU id")
+                f"(leave it empty to run on CPU); {part!r} is not a GPU id")
         ids.append(int(part))
     if len(set(ids)) != len(ids):
         raise UserError(f"--gpus {text!r}: a GPU id is listed twice")
     available = mx.context.num_gpus()
     if max(ids) >= available:
-        hint = ("this MXNet build or machine has no usable GPU; leave --gpus empty to train on CPU"
+        hint = ("this MXNet build or machine has no usable GPU; leave --gpus empty to run on CPU"
                 if available == 0 else f"valid ids are 0..{available - 1}")
         raise UserError(f"--gpus {text!r} asks for GPU {max(ids)} but MXNet found "
                         f"{available} GPU(s): {hint}")

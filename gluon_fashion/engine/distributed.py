@@ -41,12 +41,14 @@ import numpy as np
 from mxnet.gluon.parameter import DeferredInitializationError
 
 from ..errors import UserError
+from ..fileio import atomic_save
 from .context import epoch_seed
 
 __all__ = [
-    "DIST_KV_STORES", "LOCAL_KV_STORES", "LOOPBACK_ENV", "WATCHDOG_EXIT_CODE", "DistInfo", "StepWatchdog",
-    "barrier", "init_distributed", "launch_local", "make_trainer", "scale_for_workers", "shard_indices",
-    "sync_parameters",
+    "DIST_KV_STORES", "DUMP_PARAMS_ENV", "LOCAL_KV_STORES", "LOOPBACK_ENV", "MASTER_WORK_TIMEOUT_FACTOR",
+    "WATCHDOG_EXIT_CODE", "DistInfo", "StepWatchdog", "abandon_job", "barrier", "dump_final_parameters",
+    "horovod_context",
+    "init_distributed", "launch_local", "make_trainer", "scale_for_workers", "shard_indices", "sync_parameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ LOCAL_KV_STORES = ("device", "local", "nccl")
 WATCHDOG_EXIT_CODE = 3
 #: Environment every process of a :func:`launch_local` job gets: the parameter server talks over loopback only.
 LOOPBACK_ENV = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1", "DMLC_INTERFACE": "lo"}
+#: The barrier after worker 0's validation and checkpoints waits this many ``--dist-timeout``s: that work is
+#: not guarded on worker 0 and may take far longer than a training step, but a dead worker 0 must still end
+#: the others.
+MASTER_WORK_TIMEOUT_FACTOR = 20
+#: Debug hook read by the trainers: a folder where every worker writes its final weights (see
+#: :func:`dump_final_parameters`).
+DUMP_PARAMS_ENV = "GLUON_FASHION_DUMP_PARAMS_DIR"
 _REQUIRED_ENV = ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT", "DMLC_NUM_SERVER", "DMLC_NUM_WORKER")
 _LAUNCH_HINT = ("start the job with a launcher: python tools/launch_local.py -n 2 -s 1 -- <command> on one "
                 "machine, or mxnet's tools/launch.py (dmlc_tracker) across machines")
@@ -139,6 +148,21 @@ def init_distributed(kv_store: Optional[str], horovod: bool = False, connect_tim
     return info
 
 
+def abandon_job(dist: DistInfo) -> None:
+    """Call when this worker stops on an error: its exit then skips the job's closing barrier.
+
+    At exit, an MXNet parameter-server worker waits until every other worker exits too. After an error on
+    one worker the others never get there (they wait for its gradients until their watchdog ends them), so
+    the failed worker would hang instead of exiting with its error, and the launcher would not notice the
+    failure. No-op outside parameter-server jobs.
+    """
+    if dist.kvstore is None:
+        return
+    from mxnet.base import _LIB, check_call
+    with contextlib.suppress(Exception):  # already failing: this must not mask the real error
+        check_call(_LIB.MXKVStoreSetBarrierBeforeExit(dist.kvstore.handle, ctypes.c_int(0)))
+
+
 def _init_horovod(kv_store: str) -> DistInfo:
     try:
         import horovod.mxnet as hvd
@@ -150,6 +174,12 @@ def _init_horovod(kv_store: str) -> DistInfo:
     info = DistInfo(kv_store=kv_store, rank=hvd.rank(), num_workers=hvd.size(), horovod=True)
     log.info("joined %s", info.describe())
     return info
+
+
+def horovod_context(use_gpu: bool) -> mx.Context:
+    """This process's device in a Horovod job (one process per GPU): GPU ``local_rank``, else the CPU."""
+    import horovod.mxnet as hvd
+    return mx.gpu(hvd.local_rank()) if use_gpu else mx.cpu()
 
 
 def shard_indices(num_samples: int, rank: int, num_workers: int, seed: int, epoch: int,
@@ -240,9 +270,35 @@ def sync_parameters(params, trainer, dist: DistInfo) -> None:
         import horovod.mxnet as hvd
         hvd.broadcast_parameters(params, root_rank=0)
         return
+    # An inference forward pass on CPU (the deferred-shape pass, a model builder's) lets oneDNN reorder
+    # convolution weights in place into its blocked layout. MXNet 1.9.1's parameter server mishandles such an
+    # array in its first push: rank 0's value never reaches the server, which dies with "init N first" (seen
+    # with DeepLabV3; gone with MXNET_MKLDNN_ENABLED=0). Copying into the array keeps the blocked layout;
+    # reset_ctx gives each parameter fresh arrays in the plain layout, values unchanged.
+    for param in params.values():
+        param.reset_ctx(param.list_ctx())
     # allreduce_grads() first pushes rank 0's weights to the servers and pulls them on every worker (the
     # step Gluon would otherwise do lazily), then all-reduces the still-zero gradients, which changes nothing.
     trainer.allreduce_grads()
+
+
+def dump_final_parameters(net, dist: DistInfo) -> Optional[str]:
+    """Debug hook: with ``$GLUON_FASHION_DUMP_PARAMS_DIR`` set, write this worker's weights to
+    ``<dir>/worker<rank>.params``; returns the path (None when the variable is unset).
+
+    Checkpoints hold worker 0's weights only; this lets a test, or someone debugging a cluster, check that
+    every worker ended a ``dist_sync`` run with the same weights. Every worker calls it at the end of training.
+    """
+    folder = os.environ.get(DUMP_PARAMS_ENV, "").strip()
+    if not folder:
+        return None
+    path = os.path.join(folder, f"worker{dist.rank}.params")
+    if os.path.exists(path):
+        log.warning("%s=%s: replacing %s", DUMP_PARAMS_ENV, folder, path)
+    os.makedirs(folder, exist_ok=True)
+    atomic_save(path, net.save_parameters)
+    log.info("%s: worker %d's final weights written to %s", DUMP_PARAMS_ENV, dist.rank, path)
+    return path
 
 
 class StepWatchdog:

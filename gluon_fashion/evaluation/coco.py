@@ -117,6 +117,12 @@ def load_coco_gt(gt: GroundTruth) -> COCO:
     dataset = _read_json(path, "ground-truth annotations")
     if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= set(dataset):
         raise UserError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories')")
+    return coco_from_dict(dataset)
+
+
+def coco_from_dict(dataset: Dict) -> COCO:
+    """A pycocotools COCO indexing ``dataset`` (a COCO dict, used as it is, not copied), without the
+    lines pycocotools prints while indexing."""
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -196,11 +202,8 @@ def _results_coco(coco_gt: COCO, dets: List[Dict], iou_type: str) -> COCO:
         dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
     if dets:
         return coco_gt.loadRes(dets)
-    res = COCO()
-    res.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
-                   "categories": copy.deepcopy(coco_gt.dataset["categories"])}
-    res.createIndex()
-    return res
+    return coco_from_dict({"images": list(coco_gt.dataset["images"]), "annotations": [],
+                           "categories": copy.deepcopy(coco_gt.dataset["categories"])})
 
 
 def _emit(log: LogFn, text: str) -> None:

@@ -9,11 +9,23 @@ Building never lets GluonCV touch its model store: the COCO-shaped network is al
 Inference returns one :class:`Instance` per detection with its mask as a compressed COCO RLE on the
 requested grid (the original image by default): masks are pasted one at a time into their box, so a
 100-detection prediction on an 8688x5792 photo never holds more than one box-sized mask.
+
+One rule for every grid. The network sees the photo as validation sees it (:func:`read_network_input`:
+JPEGs decoded at the smallest 1/2^k DCT scale that covers the input size, then :func:`network_input`).
+Its boxes are scaled from the input to the wanted grid, and each M x M mask probability map is pasted
+straight into its scaled box on that grid (:func:`paste_mask`: bilinear, thresholded at ``mask_threshold``)
+by :func:`instances_from_outputs`. Validation (the 512 x 512 grid of ``resize_rle_instances_val.json``),
+tools/predict.py (the photo's grid for overlays, an ``--annotations`` file's grid for results) and
+tools/write_submission.py (the format's grid: 512 x 512 for 2019) all go through it, so tools/evaluate.py
+on predict.py's results reproduces the mAP the trainer logged for the same checkpoint. Pasting at the
+photo's own size and resizing the masks afterwards would cost a full-size paste per detection and give
+different (blockier) masks.
 """
 from __future__ import annotations
 
 import logging
 import types
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -23,9 +35,10 @@ from PIL import Image
 
 from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
 from ..errors import UserError
+from ..images import PathLike, read_rgb_at_least
 from ..labels import CATEGORY_NAMES, COCO_CLASS_FOR_CATEGORY, NUM_CATEGORIES
 from ..rle import runs_to_coco
-from ..transforms.instance import normalize_image, resize_image, scaled_size
+from ..transforms.instance import MaskRCNNValTransform, scaled_size
 from .pretrained import load_state_matching, require_pretrained
 
 TASK = "mask_rcnn"
@@ -33,6 +46,10 @@ TASK = "mask_rcnn"
 LIMIT_KEYS = ("rpn_train_pre_nms", "rpn_train_post_nms", "rcnn_num_sample", "rpn_test_pre_nms",
               "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt")
 MASK_THRESHOLD = 0.5
+# The training-only target generator's box-encoder statistics sit in every net and checkpoint; inference never
+# uses them, and MXNet warns about it on the first forward of a hybridised net.
+_UNUSED_TARGET_PARAMS = (r"Parameter normalizedperclassboxcenterencoder\d*_(means|stds)"
+                         r"(, normalizedperclassboxcenterencoder\d*_(means|stds))* is not used by any computation")
 log = logging.getLogger(__name__)
 
 Context = Union[mx.Context, Sequence[mx.Context], None]
@@ -255,9 +272,40 @@ def image_scale(meta: Mapping) -> Tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------------- inference
+def network_input(image_rgb: np.ndarray, short: int, max_size: int,
+                  orig_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Normalised float32 ``3 x h x w`` network input of an RGB image at the test scale ``short``/``max_size``.
+
+    ``orig_size``: (h, w) of the photo when ``image_rgb`` is a reduced decode of it; the input size always
+    follows the photo's size (:func:`transforms.instance.scaled_size`).
+    """
+    return MaskRCNNValTransform(short, max_size)(image_rgb, orig_size=orig_size)
+
+
+def read_network_input(path: PathLike, short: int, max_size: int, size: Tuple[int, int],
+                       full_image: Optional[np.ndarray] = None, source: str = "the annotations") -> np.ndarray:
+    """:func:`network_input` of the image file ``path`` of ``size`` (h, w), decoded as validation decodes it:
+    a JPEG at the smallest 1/2^k DCT scale covering the input size (``images.read_rgb_at_least``).
+
+    ``full_image``: the file's full decode, if the caller holds it, used where no reduced decode applies.
+    UserError when the file's pixels are not ``size`` (as ``source`` records it).
+    """
+    in_h, in_w = scaled_size(size[0], size[1], short, max_size)
+    image = read_rgb_at_least(path, size[0], size[1], in_h, in_w, source=source, full=full_image)
+    return network_input(image, short, max_size, orig_size=size)
+
+
+def run_network(net, batch: mx.nd.NDArray):
+    """Start inference on normalised images ``(N, 3, h, w)`` and return the raw outputs without waiting for
+    them (MXNet runs asynchronously: start every device before reading any back with :func:`decode_outputs`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_UNUSED_TARGET_PARAMS, category=UserWarning)
+        return net(batch)
+
+
 def forward(net, batch: mx.nd.NDArray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Inference on one normalised image ``(1, 3, h, w)``: see :func:`decode_outputs`."""
-    return decode_outputs(net(batch))
+    return decode_outputs(run_network(net, batch))
 
 
 def decode_outputs(outputs) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -269,12 +317,13 @@ def decode_outputs(outputs) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return ids[keep].astype(np.int64), scores[keep], boxes[0].asnumpy()[keep], masks[0].asnumpy()[keep]
 
 
-def paste_mask(prob: np.ndarray, box: Sequence[float], out_height: int, out_width: int) -> Tuple[Dict, np.ndarray]:
+def paste_mask(prob: np.ndarray, box: Sequence[float], out_height: int, out_width: int,
+               mask_threshold: float = MASK_THRESHOLD) -> Tuple[Dict, np.ndarray]:
     """Paste an M x M mask probability map into its box on an ``out_height x out_width`` grid.
 
     As GluonCV's ``mask.fill``: the map is padded by one pixel and the box enlarged to match, resized
-    bilinearly and thresholded at 0.5. Returns (COCO RLE, clipped integer box of the pasted region).
-    Only the box region is ever allocated.
+    bilinearly and kept where the probability exceeds ``mask_threshold`` (GluonCV: 0.5). Returns (COCO RLE,
+    clipped integer box of the pasted region). Only the box region is ever allocated.
     """
     m_h, m_w = prob.shape
     padded = np.pad(prob.astype(np.float32), 1)
@@ -286,7 +335,7 @@ def paste_mask(prob: np.ndarray, box: Sequence[float], out_height: int, out_widt
     bx2, by2 = int(round(cx + half_w)), int(round(cy + half_h))
     width, height = max(bx2 - bx1 + 1, 1), max(by2 - by1 + 1, 1)
     # PIL's bilinear filter (antialiased when shrinking) is what GluonCV's fill uses.
-    resized = np.asarray(Image.fromarray(padded, mode="F").resize((width, height), Image.BILINEAR)) > MASK_THRESHOLD
+    resized = np.asarray(Image.fromarray(padded, mode="F").resize((width, height), Image.BILINEAR)) > mask_threshold
     cx1, cy1 = max(bx1, 0), max(by1, 0)
     cx2, cy2 = min(bx1 + width, out_width), min(by1 + height, out_height)
     if cx2 > cx1 and cy2 > cy1:
@@ -314,8 +363,13 @@ def _region_rle(region: np.ndarray, top: int, left: int, height: int, width: int
 
 def instances_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                            input_size: Tuple[int, int], out_size: Tuple[int, int], category_ids: Sequence[int],
-                           score_threshold: float = 0.05, max_detections: int = 100) -> List[Instance]:
-    """Network outputs on an ``input_size`` (h, w) image -> instances on the ``out_size`` (h, w) grid."""
+                           score_threshold: float = 0.05, max_detections: int = 100,
+                           mask_threshold: float = MASK_THRESHOLD) -> List[Instance]:
+    """Network outputs on an ``input_size`` (h, w) image -> instances on the ``out_size`` (h, w) grid.
+
+    The one rule for every grid (module docstring): boxes scaled to ``out_size``, mask probabilities pasted
+    straight into them there. Detections scoring ``>= score_threshold``, best first, at most ``max_detections``.
+    """
     in_h, in_w = input_size
     out_h, out_w = out_size
     scale = np.array([out_w / in_w, out_h / in_h, out_w / in_w, out_h / in_h], dtype=np.float64)
@@ -326,28 +380,26 @@ def instances_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarra
         box = boxes[i].astype(np.float64) * scale
         box[0::2] = np.clip(box[0::2], 0, out_w)
         box[1::2] = np.clip(box[1::2], 0, out_h)
-        rle, _ = paste_mask(masks[i], box, out_h, out_w)
+        rle, _ = paste_mask(masks[i], box, out_h, out_w, mask_threshold)
         results.append(Instance(int(category_ids[int(ids[i])]), float(scores[i]), box, rle))
     return results
 
 
 def predict_instances(net, image_rgb: np.ndarray, short: int, max_size: int, ctx: Optional[mx.Context] = None,
                       score_threshold: float = 0.05, out_size: Optional[Tuple[int, int]] = None,
-                      max_detections: int = 100, category_ids: Optional[Sequence[int]] = None) -> List[Instance]:
-    """Detect garments in one RGB image, resized to ``short``/``max_size`` for the network.
+                      max_detections: int = 100, category_ids: Optional[Sequence[int]] = None,
+                      mask_threshold: float = MASK_THRESHOLD) -> List[Instance]:
+    """Detect garments in one (fully decoded) RGB image, resized to ``short``/``max_size`` for the network.
 
     Boxes and masks are on the original image's grid, or on ``out_size`` (h, w) if given (e.g. (512, 512)
     for the resized validation annotations). Sorted by score, at most ``max_detections``.
     """
-    ctx = ctx or mx.cpu()
-    height, width = image_rgb.shape[:2]
-    in_h, in_w = scaled_size(height, width, short, max_size)
-    data = mx.nd.array(normalize_image(resize_image(image_rgb, in_h, in_w))[None], ctx=ctx)
-    ids, scores, boxes, masks = forward(net, data)
+    data = network_input(image_rgb, short, max_size)
+    ids, scores, boxes, masks = forward(net, mx.nd.array(data[None], ctx=ctx or mx.cpu()))
     if category_ids is None:
         category_ids = getattr(net, "category_ids", None) or tuple(range(len(net.classes)))
-    return instances_from_outputs(ids, scores, boxes, masks, (in_h, in_w), out_size or (height, width),
-                                  category_ids, score_threshold, max_detections)
+    return instances_from_outputs(ids, scores, boxes, masks, data.shape[1:], out_size or image_rgb.shape[:2],
+                                  category_ids, score_threshold, max_detections, mask_threshold)
 
 
 def to_coco_results(image_id: int, instances: Iterable[Instance]) -> List[Dict]:

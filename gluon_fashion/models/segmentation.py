@@ -29,7 +29,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -40,8 +40,12 @@ from ..errors import UserError
 from ..transforms.semantic import normalize_image, resize_image, scaled_size
 from .pretrained import load_state_matching, require_pretrained, required_weights
 
+if TYPE_CHECKING:
+    from ..data.semantic import ClassSet
+
 log = logging.getLogger("gluon_fashion.models.segmentation")
 
+TASK = "segmentation"
 MODELS = ("fcn", "psp", "deeplabv3", "deeplabv3plus")
 _MODEL_ALIASES = {"deeplab": "deeplabv3", "deeplabplus": "deeplabv3plus", "deeplabv3+": "deeplabv3plus",
                   "pspnet": "psp"}
@@ -331,6 +335,24 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
     return net, build_kwargs
 
 
+def checkpoint_meta(build_kwargs: Dict, class_set: "ClassSet", **extra) -> Dict:
+    """The description stored beside every checkpoint, from which :func:`load_segmentation_model` rebuilds
+    the net: ``build_kwargs`` as :func:`build_segmentation_model` returns them, the labels, and the test-time
+    scale (``image_scale``: the training base and crop sizes); ``extra`` keys are added as they are."""
+    meta = {"task": TASK, "model": build_kwargs["model"], "classes": class_set.to_dict(),
+            "build_kwargs": dict(build_kwargs),
+            "image_scale": {"base_size": int(build_kwargs["base_size"]), "crop_size": int(build_kwargs["crop_size"])}}
+    meta.update(extra)
+    return meta
+
+
+def image_scale(meta: Dict) -> Tuple[int, int]:
+    """(base_size, crop_size) a checkpoint predicts at: its ``image_scale``, else its build sizes."""
+    recorded, build = meta.get("image_scale") or {}, meta.get("build_kwargs") or {}
+    return (int(recorded.get("base_size") or build["base_size"]),
+            int(recorded.get("crop_size") or build["crop_size"]))
+
+
 def load_segmentation_model(params_path: str, ctx) -> Tuple[nn.HybridBlock, Dict]:
     """Rebuild a trained network from its checkpoint alone (``.params`` + the ``.json`` beside it).
 
@@ -338,7 +360,7 @@ def load_segmentation_model(params_path: str, ctx) -> Tuple[nn.HybridBlock, Dict
     ``meta["build_kwargs"]`` and ``meta["classes"]`` describe architecture and labels.
     """
     meta = read_checkpoint_meta(params_path)
-    if meta.get("task") != "segmentation":
+    if meta.get("task") != TASK:
         raise UserError(f"{params_path}: a {meta.get('task')!r} checkpoint, not a segmentation one")
     kwargs = dict(meta["build_kwargs"])
     contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
@@ -446,20 +468,25 @@ def upsample_argmax(scores: np.ndarray, height: int, width: int, max_elements: i
     return labels
 
 
-def predict_label_map(net: nn.Block, image_rgb: np.ndarray, ctx: mx.Context, scales: Sequence[float] = (1.0,),
-                      flip: bool = False, base_size: int = 520, crop_size: int = 480,
-                      max_batch: int = 4) -> np.ndarray:
-    """H x W int32 label map of an RGB photo at its own resolution (test-time augmentation optional).
-
-    For each scale the photo is resized so its long side is ``ceil(base_size * scale)`` and covered with
-    ``crop_size`` windows overlapping by a third (one window when it fits); softmax probabilities of all
-    windows, scales and (with ``flip``) mirror images are averaged at the scale-1 size, then bilinearly
-    upsampled to the photo's size strip by strip and turned into labels.
-    """
+def check_scales(scales: Sequence[float]) -> None:
+    """UserError (naming ``--scales``) unless ``scales`` are test scales: at least one, all positive."""
     if not scales:
         raise UserError("no test scale given (e.g. --scales 1.0 or 0.75,1.0,1.25)")
-    if any(s <= 0 for s in scales):
+    if any(not math.isfinite(s) or s <= 0 for s in scales):
         raise UserError(f"--scales must be positive, got {list(scales)}")
+
+
+def label_scores(net: nn.Block, image_rgb: np.ndarray, ctx: mx.Context, scales: Sequence[float] = (1.0,),
+                 flip: bool = False, base_size: int = 520, crop_size: int = 480, max_batch: int = 4) -> np.ndarray:
+    """C x h x w class scores of an RGB photo at its scale-1 size (long side ``base_size``), test-time
+    augmentation included; :func:`upsample_argmax` turns them into labels on any grid.
+
+    For each scale the photo is resized so its long side is ``ceil(base_size * scale)`` and covered with
+    ``crop_size`` windows overlapping by a third (one window when it fits); the softmax probabilities of the
+    windows (and, with ``flip``, of their mirror images) are averaged, brought to the scale-1 size, and
+    added up over the scales.
+    """
+    check_scales(scales)
     ctx = ctx[0] if isinstance(ctx, (list, tuple)) else ctx
     height, width = image_rgb.shape[:2]
     ref_h, ref_w = scaled_size(height, width, base_size)
@@ -469,9 +496,21 @@ def predict_label_map(net: nn.Block, image_rgb: np.ndarray, ctx: mx.Context, sca
         image = normalize_image(resize_image(image_rgb, h, w))
         probs = _resize_probs(_window_probs(net, image, ctx, crop_size, flip, max_batch), ref_h, ref_w)
         total = probs if total is None else total + probs
-    return upsample_argmax(total, height, width)
+    return total
 
 
-__all__ = ["MODELS", "ZOO", "XCEPTION_FALLBACK_NOTE", "ZooEntry", "build_segmentation_model", "canonical_model",
-           "classifier_convs", "forward_logits", "freeze_batchnorm", "load_segmentation_model", "net_dtype",
-           "predict_label_map", "pretrained_weights_for", "require_weights", "resolve_backbone", "upsample_argmax", "zoo_entry"]
+def predict_label_map(net: nn.Block, image_rgb: np.ndarray, ctx: mx.Context, scales: Sequence[float] = (1.0,),
+                      flip: bool = False, base_size: int = 520, crop_size: int = 480, max_batch: int = 4,
+                      out_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """int32 label map of an RGB photo, on its own grid or on ``out_size`` (h, w) (test-time augmentation
+    optional): the :func:`label_scores` bilinearly upsampled straight onto that grid, strip by strip, and
+    turned into labels."""
+    scores = label_scores(net, image_rgb, ctx, scales, flip, base_size, crop_size, max_batch)
+    return upsample_argmax(scores, *(out_size or image_rgb.shape[:2]))
+
+
+__all__ = ["MODELS", "TASK", "ZOO", "XCEPTION_FALLBACK_NOTE", "ZooEntry", "build_segmentation_model",
+           "canonical_model", "check_scales", "checkpoint_meta", "classifier_convs", "forward_logits",
+           "freeze_batchnorm", "image_scale", "label_scores", "load_segmentation_model", "net_dtype",
+           "predict_label_map", "pretrained_weights_for", "require_weights", "resolve_backbone", "upsample_argmax",
+           "zoo_entry"]

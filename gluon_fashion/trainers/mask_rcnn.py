@@ -16,8 +16,6 @@ checkpoint follows segm mAP.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import math
 import os
@@ -28,20 +26,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-from pycocotools.coco import COCO
 
 from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
-from ..data.semantic import EpochTaggedBatches, parse_class_set
-from ..engine import (CheckpointManager, RunLogger, Throughput, WarmupStepSchedule, check_finite, parse_gpus,
-                      plot_metrics, progress, seed_everything, split_batch)
+from ..data.semantic import parse_class_set
+from ..engine import (CheckpointManager, EpochTaggedBatches, RunLogger, Throughput, WarmupStepSchedule, check_finite,
+                      parse_gpus, plot_metrics, progress, seed_everything, split_batch)
 from ..engine.checkpoint import checkpoint_base
-from ..engine.distributed import barrier, init_distributed, make_trainer, sync_parameters
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier,
+                                  dump_final_parameters, horovod_context, init_distributed, make_trainer,
+                                  sync_parameters)
 from ..errors import UserError
-from ..evaluation.coco import CocoMetrics, evaluate_coco, format_per_class_table, load_coco_gt
+from ..evaluation.coco import CocoMetrics, coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
 from ..fileio import atomic_write_json
 from ..models.mask_rcnn import (LIMIT_KEYS, build_mask_rcnn, checkpoint_meta, class_table, decode_outputs,
-                                instances_from_outputs, to_coco_results, zoo_name)
-from ..transforms.instance import MaskRCNNTrainTransform, MaskRCNNValTransform
+                                instances_from_outputs, read_network_input, run_network, to_coco_results, zoo_name)
+from ..transforms.instance import MaskRCNNTrainTransform
 
 log = logging.getLogger("gluon_fashion.trainers.mask_rcnn")
 LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "mask_loss")
@@ -85,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-epoch", type=int, default=None,
                    help="start at this epoch (with --resume: override the epoch stored in the checkpoint)")
     g.add_argument("--batch-size", type=int, default=None,
-                   help="images per iteration over all devices (default: 1 per device)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.00125 x batch size)")
+                   help="images per iteration over all devices (default: 1 per device); per worker in a "
+                        "distributed run")
+    g.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the global batch, all workers (default: 0.00125 x global batch size)")
     g.add_argument("--lr-decay", type=float, default=0.1, help="factor at each decay epoch")
     g.add_argument("--lr-decay-epoch", default="17,23", help="epochs at which the rate decays, comma separated")
     g.add_argument("--lr-warmup", type=int, default=1000, help="warm-up iterations")
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device/local/nccl on one machine; dist_sync/dist_device_sync across machines "
                         "(start with tools/launch_local.py or MXNet's launcher; --batch-size is then per worker)")
     g.add_argument("--horovod", action="store_true", help="distributed training with Horovod (one process per GPU)")
+    g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="distributed run: stop a worker whose step (or joining the job) takes longer, e.g. when a "
+                        f"peer died; waiting for worker 0's validation gets {MASTER_WORK_TIMEOUT_FACTOR}x this; "
+                        "0 = wait forever")
     g.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
     g.add_argument("--static-alloc", action="store_true", help="hybridize with static memory allocation")
     g.add_argument("--disable-hybridization", action="store_true", help="run imperatively (debugging)")
@@ -180,19 +185,20 @@ def split_and_load(batch: Sequence, contexts: Sequence[mx.Context]) -> List[List
 
 # ---------------------------------------------------------------------------------------- validation
 class _ValImages(gluon.data.Dataset):
-    """Val images at the test scale, with their dataset index: ``(float32 3 x h x w, index)`` (plain numpy)."""
+    """Val images as network inputs at the test scale, with their dataset index: ``(float32 3 x h x w, index)``
+    (plain numpy), read by ``models.mask_rcnn.read_network_input`` as tools/predict.py reads them."""
 
-    def __init__(self, dataset: FashionInstance, indices: Sequence[int], transform: MaskRCNNValTransform):
-        self._dataset, self._indices, self._transform = dataset, list(indices), transform
+    def __init__(self, dataset: FashionInstance, indices: Sequence[int], short: int, max_size: int):
+        self._dataset, self._indices, self._short, self._max_size = dataset, list(indices), short, max_size
 
     def __len__(self) -> int:
         return len(self._indices)
 
     def __getitem__(self, position: int):
         index = self._indices[position]
-        size = self._dataset.image_size(index)
-        image = self._dataset.read_image(index, min_size=self._transform.pick_size(*size))
-        return self._transform(image, orig_size=size), index
+        data = read_network_input(self._dataset.image_path(index), self._short, self._max_size,
+                                  self._dataset.image_size(index), source=str(self._dataset.annotation_file))
+        return data, index
 
 
 def _as_list(samples):
@@ -212,25 +218,22 @@ def validation_ground_truth(annotation_file: Path, category_ids: Sequence[int], 
                         if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
         "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
     }
-    coco = COCO()
-    coco.dataset = subset
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
-        coco.createIndex()
-    return coco
+    return coco_from_dict(subset)
 
 
 def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context], short: int, max_size: int,
                     indices: Optional[Sequence[int]] = None, num_workers: int = 0, desc: str = "val") -> List[Dict]:
-    """COCO results of ``net`` on the images of ``val_set`` (all, or ``indices``), each on its annotation grid."""
+    """COCO results of ``net`` on the images of ``val_set`` (all, or ``indices``), each made straight on its
+    annotation grid by ``models.mask_rcnn.instances_from_outputs`` (the rule tools/predict.py follows)."""
     indices = range(len(val_set)) if indices is None else indices
-    loader = gluon.data.DataLoader(_ValImages(val_set, indices, MaskRCNNValTransform(short, max_size)),
+    loader = gluon.data.DataLoader(_ValImages(val_set, indices, short, max_size),
                                    batch_size=len(contexts), shuffle=False, last_batch="keep",
                                    batchify_fn=_as_list, num_workers=num_workers)
     category_ids = net.category_ids
     results: List[Dict] = []
     for samples in progress(loader, total=len(loader), desc=desc, unit="batch"):
         # Launch every device first (asynchronous), then read back.
-        outputs = [net(mx.nd.array(data[None], ctx=ctx)) for (data, _), ctx in zip(samples, contexts)]
+        outputs = [run_network(net, mx.nd.array(data[None], ctx=ctx)) for (data, _), ctx in zip(samples, contexts)]
         for (data, index), output in zip(samples, outputs):
             ids, scores, boxes, masks = decode_outputs(output)
             record = val_set.image_records[index]
@@ -248,12 +251,11 @@ class MaskRCNNTrainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self._check_flags()
-        self.dist = init_distributed(args.kv_store, horovod=args.horovod)
+        self.dist = init_distributed(args.kv_store, horovod=args.horovod, connect_timeout_s=args.dist_timeout,
+                                     flag="--kv-store")
         self.rank, self.num_workers_dist = self.dist.rank, self.dist.num_workers
         if self.dist.horovod:  # one process per GPU
-            import horovod.mxnet as hvd
-            local = hvd.local_rank()
-            self.contexts = [mx.gpu(local)] if mx.context.num_gpus() else [mx.cpu(local)]
+            self.contexts = [horovod_context(mx.context.num_gpus() > 0)]
         else:
             self.contexts = parse_gpus(args.gpus, args.cpu_contexts)
         if args.amp and any(ctx.device_type != "gpu" for ctx in self.contexts):
@@ -280,7 +282,7 @@ class MaskRCNNTrainer:
         self.checkpoints = CheckpointManager(self.prefix, placeholder, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
         self.resume_path = resume_checkpoint(args.resume, self.checkpoints)
-        if self.resume_path is None and self.rank == 0:
+        if self.resume_path is None:  # on every worker: an error here must stop them all, not rank 0 alone
             self.checkpoints.ensure_new_run()
         if args.amp:
             from mxnet.contrib import amp
@@ -302,9 +304,13 @@ class MaskRCNNTrainer:
                       batch_size=self.batch_size, per_device_batch_size=self.per_device, lr=self.lr,
                       category_ids=list(self.category_ids), limits=self.net.limits, resume_path=self.resume_path)
         self.logger = RunLogger(self.prefix, config, rank=self.rank)
+        # Only dist_sync steps are watched; rank 0's validation and saving happen outside any guard.
+        self.watchdog = StepWatchdog(args.dist_timeout if self.dist.is_dist else 0)
         try:
             self._build()
         except BaseException:
+            abandon_job(self.dist)
+            self.watchdog.close()
             self.logger.close()
             raise
 
@@ -315,7 +321,7 @@ class MaskRCNNTrainer:
                                  ("--max-size", a.max_size, 32), ("--num-workers", a.num_workers, 0),
                                  ("--executor-threads", a.executor_threads, 0),
                                  ("--save-iter-interval", a.save_iter_interval, 0),
-                                 ("--val-max-images", a.val_max_images, 0)):
+                                 ("--val-max-images", a.val_max_images, 0), ("--dist-timeout", a.dist_timeout, 0)):
             if value < low:
                 raise UserError(f"{flag} must be >= {low}, got {value}")
         if a.batch_size is not None and a.batch_size < 1:
@@ -431,6 +437,8 @@ class MaskRCNNTrainer:
                 for ctx in self.contexts:
                     self.net(mx.nd.zeros((1, 3, self.test_short, self.test_short), ctx=ctx))
             sync_parameters(self.net.collect_params(), self.trainer, self.dist)
+            log.info("%s: global batch %d (%d per worker), learning rate %g for the global batch",
+                     self.dist.describe(), self.dist.global_batch_size(self.batch_size), self.batch_size, self.lr)
         if args.start_epoch is not None:
             if self.resume_path:
                 log.warning("--start-epoch %d overrides the checkpoint's position (epoch %d, iteration %d)",
@@ -451,7 +459,8 @@ class MaskRCNNTrainer:
             speed.reset()
             for batch_index, batch in enumerate(bar, start=skip):
                 lr = self.schedule(iteration)
-                values = self._train_step(batch, iteration)
+                with self.watchdog.guard(f"step {iteration}"):
+                    values = self._train_step(batch, iteration)
                 speed.update(self.batch_size)
                 self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate, **values)
                 iteration += 1
@@ -473,18 +482,23 @@ class MaskRCNNTrainer:
             self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
             log.info("epoch %d: %s, %.2f samples/s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
                      speed.overall)
-            metric = None
-            if self.rank == 0 and ((epoch + 1) % args.val_interval == 0 or epoch + 1 == args.epochs):
-                segm = self.validate(epoch, iteration).segm_mAP
-                metric = 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
+            # The epoch's last gradient exchange ends here, under the watchdog, not inside rank 0's unguarded work.
+            barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
             if self.rank == 0:
+                metric = None
+                if (epoch + 1) % args.val_interval == 0 or epoch + 1 == args.epochs:
+                    segm = self.validate(epoch, iteration).segm_mAP
+                    metric = 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
                 self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
                 if metric is not None:
                     self.checkpoints.update_best(self.net, epoch, iteration, metric)
                 self._plot()
-            barrier(self.dist, what=f"end of epoch {epoch}")
+            barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
+                    timeout_s=MASTER_WORK_TIMEOUT_FACTOR * args.dist_timeout)
         if start_epoch >= args.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
+        barrier(self.dist, self.watchdog, "end of training")
+        dump_final_parameters(self.net, self.dist)
         return {"best_segm_mAP": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "iteration": iteration}
 
@@ -498,6 +512,7 @@ class MaskRCNNTrainer:
         if self.executor is not None:
             del self.executor
             self.executor = None
+        self.watchdog.close()
         self.logger.flush()
         self.logger.close()
 
@@ -507,5 +522,8 @@ def train(args: argparse.Namespace) -> Dict:
     trainer = MaskRCNNTrainer(args)
     try:
         return trainer.fit()
+    except BaseException:
+        abandon_job(trainer.dist)
+        raise
     finally:
         trainer.close()

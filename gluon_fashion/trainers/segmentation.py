@@ -21,18 +21,19 @@ import numpy as np
 from gluoncv.utils.parallel import parallel_apply, parallel_backward
 from mxnet import autograd, gluon
 
-from ..data.semantic import ClassSet, EpochTaggedBatches, get_dataset, parse_class_set
-from ..engine import (CheckpointManager, EpochBatchSampler, PolySchedule, RunLogger, Throughput, check_finite,
-                      parse_gpus, plot_metrics, progress, seed_everything, split_batch)
+from ..data.semantic import ClassSet, get_dataset, parse_class_set
+from ..engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, PolySchedule, RunLogger, Throughput,
+                      check_finite, parse_gpus, plot_metrics, progress, seed_everything, split_batch)
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier,
+                                  dump_final_parameters, horovod_context, init_distributed, make_trainer,
+                                  sync_parameters)
 from ..errors import UserError
 from ..evaluation.segmentation import ConfusionMatrix
 from ..fileio import atomic_write_json
-from ..images import read_rgb
-from ..models.segmentation import (build_segmentation_model, canonical_model, forward_logits, freeze_batchnorm,
-                                   load_segmentation_model, predict_label_map, pretrained_weights_for,
-                                   require_weights, resolve_backbone, zoo_entry)
-from ..transforms.semantic import (IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform,
-                                   list_images)
+from ..models.segmentation import (build_segmentation_model, canonical_model, checkpoint_meta, forward_logits,
+                                   freeze_batchnorm, image_scale, load_segmentation_model, predict_label_map,
+                                   pretrained_weights_for, require_weights, resolve_backbone, zoo_entry)
+from ..transforms.semantic import IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform
 
 log = logging.getLogger("gluon_fashion.trainers.segmentation")
 
@@ -70,6 +71,8 @@ class SegmentationConfig:
     ngpus: int = 0
     cpu_contexts: int = 1
     kvstore: str = "device"
+    horovod: bool = False
+    dist_timeout: float = 600.0
     dtype: str = "float32"
     syncbn: bool = False
     freeze_bn: bool = False
@@ -140,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-aux", dest="aux", action="store_false", help="no auxiliary head")
     g.add_argument("--aux-weight", type=float, default=d.aux_weight, help="auxiliary loss weight (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch, all devices (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="training batch of this machine, all its devices; per worker in a distributed run, where "
+                        "--lr is the rate of the global batch (default: %(default)s)")
     g.add_argument("--test-batch-size", type=int, default=d.test_batch_size,
                    help="validation batch (default: %(default)s)")
     g.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="(default: %(default)s)")
@@ -158,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs to use, 0 = CPU (default: all, here %(default)s)")
     g.add_argument("--cpu-contexts", type=int, default=d.cpu_contexts,
                    help="with --ngpus 0: number of CPU contexts (testing multi-device code) (default: %(default)s)")
-    g.add_argument("--kvstore", default=d.kvstore, help="kvstore for multi-device training (default: %(default)s)")
+    g.add_argument("--kvstore", default=d.kvstore,
+                   help="device/local/nccl on one machine; dist_sync/dist_device_sync across machines (start with "
+                        "tools/launch_local.py or MXNet's launcher) (default: %(default)s)")
+    g.add_argument("--horovod", action="store_true", help="distributed training with Horovod (one process per GPU)")
+    g.add_argument("--dist-timeout", type=float, default=d.dist_timeout, metavar="SECONDS",
+                   help="distributed run: stop a worker whose step (or joining the job) takes longer, e.g. when "
+                        f"a peer died; waiting for worker 0's validation gets {MASTER_WORK_TIMEOUT_FACTOR}x this; "
+                        "0 = wait forever (default: %(default)s)")
     g.add_argument("--dtype", choices=("float32", "float16"), default=d.dtype, help="(default: %(default)s)")
     g.add_argument("--no-hybridize", action="store_true", help="run imperatively (debugging)")
     g = p.add_argument_group("checkpoints and evaluation")
@@ -204,6 +216,8 @@ def _check_config(cfg: SegmentationConfig) -> None:
         raise UserError("--val-interval and --log-interval must be >= 1")
     if cfg.save_iters < 0:
         raise UserError(f"--save-iters must be >= 0 (0 = only at epoch ends), got {cfg.save_iters}")
+    if not cfg.dist_timeout >= 0:
+        raise UserError(f"--dist-timeout must be >= 0 seconds (0 = no limit), got {cfg.dist_timeout}")
 
 
 def run_dir(cfg: SegmentationConfig, model: str) -> Path:
@@ -245,7 +259,9 @@ class SegmentationTrainer:
     def __init__(self, cfg: SegmentationConfig):
         _check_config(cfg)
         self.cfg = cfg
-        self.contexts = _contexts(cfg)
+        self.dist = init_distributed(cfg.kvstore, cfg.horovod, connect_timeout_s=cfg.dist_timeout, flag="--kvstore")
+        # Horovod runs one process per GPU.
+        self.contexts = [horovod_context(cfg.ngpus > 0)] if self.dist.horovod else _contexts(cfg)
         self.per_device = split_batch(cfg.batch_size, self.contexts)
         self.zoo = zoo_entry(cfg.model_zoo) if cfg.model_zoo else None
         self.model = self.zoo.model if self.zoo else canonical_model(cfg.model)
@@ -257,10 +273,8 @@ class SegmentationTrainer:
         self.build_kwargs = {"model": self.model, "backbone": self.backbone,
                              "num_classes": self.class_set.num_classes, "aux": bool(self.aux),
                              "base_size": cfg.base_size, "crop_size": cfg.crop_size}
-        self.meta = {"task": "segmentation", "model": self.model, "classes": self.class_set.to_dict(),
-                     "build_kwargs": self.build_kwargs, "dataset": cfg.dataset, "model_zoo": cfg.model_zoo,
-                     "pretrained": not cfg.no_pretrained,
-                     "image_scale": {"base_size": cfg.base_size, "crop_size": cfg.crop_size}}
+        self.meta = checkpoint_meta(self.build_kwargs, self.class_set, dataset=cfg.dataset, model_zoo=cfg.model_zoo,
+                                    pretrained=not cfg.no_pretrained)
         # Missing weights are reported (file + folder) before anything is written or any data is read.
         self.weight_names = pretrained_weights_for(self.model, self.backbone, cfg.model_zoo, not cfg.no_pretrained)
         require_weights(self.weight_names, cfg.model_zoo, verify=cfg.verify_weights)
@@ -273,10 +287,14 @@ class SegmentationTrainer:
             raise UserError(f"--resume {cfg.resume}: file not found")
         if not self.resume_path:
             self.checkpoints.ensure_new_run(flag="--checkname")
-        self.logger = RunLogger(self.prefix, asdict(cfg))
+        self.logger = RunLogger(self.prefix, asdict(cfg), rank=self.dist.rank)
+        # Only dist_sync steps are watched; rank 0's validation and saving happen outside any guard.
+        self.watchdog = StepWatchdog(cfg.dist_timeout if self.dist.is_dist else 0)
         try:
             self._build()
         except BaseException:
+            abandon_job(self.dist)
+            self.watchdog.close()
             self.logger.close()
             raise
 
@@ -315,8 +333,11 @@ class SegmentationTrainer:
         self.trainset = get_dataset(cfg.dataset, split=cfg.train_split, min_label_fraction=cfg.min_label_fraction,
                                     transform=TrainTransform(cfg.base_size, cfg.crop_size, background=background),
                                     **dataset_kwargs)
+        # Distributed: each worker reads its own, equally long share of the epoch's order (same step count).
         self.sampler = EpochTaggedBatches(EpochBatchSampler(len(self.trainset), cfg.batch_size, shuffle=True,
-                                                            seed=cfg.seed, last_batch="discard"),
+                                                            seed=cfg.seed, last_batch="discard",
+                                                            num_parts=self.dist.num_workers,
+                                                            part_index=self.dist.rank),
                                           len(self.trainset))
         self.train_loader = gluon.data.DataLoader(self.trainset, batch_sampler=self.sampler,
                                                   num_workers=cfg.workers)
@@ -332,7 +353,9 @@ class SegmentationTrainer:
             opt_params["momentum"] = cfg.momentum
         if cfg.dtype == "float16":
             opt_params["multi_precision"] = True
-        self.trainer = gluon.Trainer(params, cfg.optimizer, opt_params, kvstore=cfg.kvstore)
+        # make_trainer: gradients averaged over the global batch on every kvstore (Gluon alone sums them across
+        # dist workers) and the update done on the workers, so the poly schedule and save_states work.
+        self.trainer = make_trainer(params, cfg.optimizer, opt_params, self.dist)
 
     # ---------------------------------------------------------------- loops
     def validate(self, epoch: int, iteration: int) -> Dict:
@@ -386,6 +409,11 @@ class SegmentationTrainer:
         if self.resume_path:
             state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
             start_epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
+        # Every worker starts from rank 0's weights (build_segmentation_model already sized every layer).
+        sync_parameters(self.net.collect_params(), self.trainer, self.dist)
+        if self.dist.is_dist:
+            log.info("%s: global batch %d (%d per worker), learning rate %g for the global batch",
+                     self.dist.describe(), self.dist.global_batch_size(cfg.batch_size), cfg.batch_size, cfg.lr)
         log.info("training %s/%s for %d classes on %s: %d training / %d validation images, %d iterations per "
                  "epoch, batch %d (%d per device), crop %d, base %d, %s", self.model, self.backbone,
                  self.class_set.num_classes, ", ".join(map(str, self.contexts)), len(self.trainset),
@@ -400,7 +428,8 @@ class SegmentationTrainer:
             bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
             speed.reset()
             for data, label in bar:
-                values = self.train_step(data, label, iteration)
+                with self.watchdog.guard(f"step {iteration}"):
+                    values = self.train_step(data, label, iteration)
                 iteration += 1
                 count += 1
                 speed.update(data.shape[0])
@@ -411,7 +440,8 @@ class SegmentationTrainer:
                     self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=self.trainer.learning_rate,
                                             samples_s=speed.rate, **values)
                 done = skip + count
-                if cfg.save_iters and iteration % cfg.save_iters == 0 and done < self.iters_per_epoch:
+                if (cfg.save_iters and iteration % cfg.save_iters == 0 and done < self.iters_per_epoch
+                        and self.dist.is_master):
                     self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=done)
             bar.close()
             skip = 0
@@ -419,16 +449,23 @@ class SegmentationTrainer:
             self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
             log.info("epoch %d: %s, %.1f samples/s", epoch,
                      ", ".join(f"{k} {v:.4f}" for k, v in means.items()), speed.overall)
-            metric = None
-            if not cfg.no_val and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs):
-                last = self.validate(epoch, iteration)
-                metric = last["mIoU"]
-            self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
-            if metric is not None:
-                self.checkpoints.update_best(self.net, epoch, iteration, metric)
-            self._plot()
+            # The epoch's last gradient exchange ends here, under the watchdog, not inside rank 0's unguarded work.
+            barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
+            if self.dist.is_master:
+                metric = None
+                if not cfg.no_val and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs):
+                    last = self.validate(epoch, iteration)
+                    metric = last["mIoU"]
+                self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
+                if metric is not None:
+                    self.checkpoints.update_best(self.net, epoch, iteration, metric)
+                self._plot()
+            barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
+                    timeout_s=MASTER_WORK_TIMEOUT_FACTOR * cfg.dist_timeout)
         if start_epoch >= cfg.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, cfg.epochs)
+        barrier(self.dist, self.watchdog, "end of training")
+        dump_final_parameters(self.net, self.dist)
         return {"best_mIoU": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "last": last, "iteration": iteration}
 
@@ -439,6 +476,7 @@ class SegmentationTrainer:
             log.warning("could not draw the metric plots: %s", exc)
 
     def close(self) -> None:
+        self.watchdog.close()
         self.logger.flush()
         self.logger.close()
 
@@ -450,6 +488,9 @@ def train(cfg: SegmentationConfig) -> Dict:
     trainer = SegmentationTrainer(cfg)
     try:
         return trainer.fit()
+    except BaseException:
+        abandon_job(trainer.dist)
+        raise
     finally:
         trainer.close()
 
@@ -461,8 +502,7 @@ def evaluate_only(cfg: SegmentationConfig) -> Dict:
     contexts = _contexts(cfg)
     net, meta = load_segmentation_model(cfg.resume, contexts)
     class_set = ClassSet.from_dict(meta["classes"])
-    scale = meta.get("image_scale") or {}
-    base_size = int(scale.get("base_size", cfg.base_size))
+    base_size, _ = image_scale(meta)
     valset = get_dataset(meta.get("dataset") or cfg.dataset, root=cfg.dataset_root, split="val",
                          class_set=class_set, transform=EvalTransform(base_size))
     loader = gluon.data.DataLoader(valset, batch_size=cfg.test_batch_size, shuffle=False, last_batch="keep",
@@ -484,25 +524,24 @@ def parse_scales(text: str) -> List[float]:
     return scales
 
 
-def _inference_settings(meta: Dict, base_size: Optional[int], crop_size: Optional[int]):
-    scale = meta.get("image_scale") or {}
-    base = int(base_size or scale.get("base_size") or meta["build_kwargs"]["base_size"])
-    crop = int(crop_size or scale.get("crop_size") or meta["build_kwargs"]["crop_size"])
-    return base, crop
-
-
 def evaluate_checkpoint(weights: str, dataset_root: str, split: str = "val", scales: Sequence[float] = (1.0,),
                         flip: bool = False, ctx=None, base_size: Optional[int] = None,
                         crop_size: Optional[int] = None, max_images: Optional[int] = None,
                         output: Optional[str] = None) -> Dict:
     """pixAcc/mIoU of a checkpoint on a split, every image predicted and scored at its own resolution.
 
-    Prints the per-class table; with ``output`` also writes ``<output>/metrics_<split>.json``.
+    Prints the per-class table; with ``output`` also writes ``<output>/metrics_<split>.json``. The network
+    and its test scale (``base_size``/``crop_size`` override the checkpoint's) come from ``predict.load_model``.
     """
+    from ..predict import load_model
+
     ctx = ctx or mx.cpu()
-    net, meta = load_segmentation_model(weights, ctx)
+    model = load_model(weights, [ctx], base_size=base_size, crop_size=crop_size)
+    if model.task != "segmentation":
+        raise UserError(f"--weights {weights}: a {model.task!r} checkpoint, not a segmentation one")
+    net, meta = model.net, model.meta
     class_set = ClassSet.from_dict(meta["classes"])
-    base, crop = _inference_settings(meta, base_size, crop_size)
+    base, crop = model.scale["base_size"], model.scale["crop_size"]
     dataset = get_dataset(meta.get("dataset") or "imaterialist", root=dataset_root, split=split,
                           class_set=class_set)
     count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
@@ -523,39 +562,5 @@ def evaluate_checkpoint(weights: str, dataset_root: str, split: str = "val", sca
     return result
 
 
-def segment_images(weights: str, images_dir: str, output_dir: str, scales: Sequence[float] = (1.0,),
-                   flip: bool = False, ctx=None, base_size: Optional[int] = None, crop_size: Optional[int] = None,
-                   alpha: float = 0.5, overwrite: bool = False) -> List[str]:
-    """Write ``<stem>_labels.png`` (colour-coded classes) and ``<stem>_overlay.png`` for every photo in a folder.
-
-    Refuses to replace existing outputs unless ``overwrite``. Returns the written paths.
-    """
-    from ..visualize import colorize_labels, overlay_semantic, save_image
-
-    ctx = ctx or mx.cpu()
-    files = list_images(images_dir, "--images")
-    out = Path(output_dir)
-    targets = [(p, out / f"{p.stem}_labels.png", out / f"{p.stem}_overlay.png") for p in files]
-    if not overwrite:
-        existing = [str(t) for _, a, b in targets for t in (a, b) if t.exists()]
-        if existing:
-            raise UserError(f"--output {output_dir}: {len(existing)} output file(s) already exist, e.g. "
-                            f"{existing[0]}; pass --overwrite to replace them")
-    net, meta = load_segmentation_model(weights, ctx)
-    class_set = ClassSet.from_dict(meta["classes"])
-    base, crop = _inference_settings(meta, base_size, crop_size)
-    written = []
-    for path, labels_png, overlay_png in progress(targets, total=len(targets), desc="segmenting", unit="img"):
-        image = read_rgb(path)
-        labels = predict_label_map(net, image, ctx, scales=scales, flip=flip, base_size=base, crop_size=crop)
-        save_image(labels_png, colorize_labels(labels, class_set.num_classes))
-        save_image(overlay_png, overlay_semantic(image, labels, class_set.num_classes, alpha))
-        written += [str(labels_png), str(overlay_png)]
-    legend = {str(i): name for i, name in enumerate(class_set.class_names)}
-    atomic_write_json(out / "classes.json", legend, indent=2)
-    log.info("wrote %d files to %s", len(written), out)
-    return written
-
-
 __all__ = ["SegmentationConfig", "SegmentationTrainer", "build_parser", "evaluate_batches", "evaluate_checkpoint", "evaluate_only",
-           "parse_scales", "pixel_cross_entropy", "run_dir", "segment_images", "train"]
+           "parse_scales", "pixel_cross_entropy", "run_dir", "train"]
