@@ -242,8 +242,23 @@ def make_trainer(params, optimizer: str, optimizer_params: Optional[Dict[str, An
         return hvd.DistributedTrainer(params, optimizer, optimizer_params)
     if dist.kvstore is None:
         return gluon.Trainer(params, optimizer, optimizer_params, kvstore=dist.kv_store)
+    # Resuming initialises the kvstore inside trainer.load_states, before sync_parameters runs.
+    _plain_layout(params.values() if hasattr(params, "values") else params)
     return gluon.Trainer(params, optimizer, scale_for_workers(optimizer_params, dist.num_workers),
                          kvstore=dist.kvstore, update_on_kvstore=False)
+
+
+def _plain_layout(params) -> None:
+    """Give every initialised parameter fresh arrays in MXNet's plain layout (same values, same devices).
+
+    An inference forward pass on CPU (a model builder's, the deferred-shape pass) lets oneDNN reorder
+    convolution weights in place into its blocked layout. MXNet 1.9.1's parameter server mishandles such an
+    array when the kvstore is initialised: rank 0's value never reaches the server, which dies with "init N
+    first" (seen with DeepLabV3, also when resuming; gone with MXNET_MKLDNN_ENABLED=0). Copying into the
+    array keeps the blocked layout; reset_ctx allocates new arrays.
+    """
+    for param in params:
+        param.reset_ctx(param.list_ctx())  # a deferred parameter only keeps its devices
 
 
 def sync_parameters(params, trainer, dist: DistInfo) -> None:
@@ -270,16 +285,16 @@ def sync_parameters(params, trainer, dist: DistInfo) -> None:
         import horovod.mxnet as hvd
         hvd.broadcast_parameters(params, root_rank=0)
         return
-    # An inference forward pass on CPU (the deferred-shape pass, a model builder's) lets oneDNN reorder
-    # convolution weights in place into its blocked layout. MXNet 1.9.1's parameter server mishandles such an
-    # array in its first push: rank 0's value never reaches the server, which dies with "init N first" (seen
-    # with DeepLabV3; gone with MXNET_MKLDNN_ENABLED=0). Copying into the array keeps the blocked layout;
-    # reset_ctx gives each parameter fresh arrays in the plain layout, values unchanged.
-    for param in params.values():
-        param.reset_ctx(param.list_ctx())
-    # allreduce_grads() first pushes rank 0's weights to the servers and pulls them on every worker (the
-    # step Gluon would otherwise do lazily), then all-reduces the still-zero gradients, which changes nothing.
-    trainer.allreduce_grads()
+    _plain_layout(params.values())
+    # What Gluon would do lazily in the first step: rank 0 pushes every weight to the servers and every worker
+    # pulls it. Then wait: those pulls run asynchronously, and the first gradient push of the same key may
+    # reach the server before a pull and replace the stored weights, so that worker would start from zeros
+    # (seen with Mask R-CNN on a loaded machine when this used trainer.allreduce_grads()).
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    mx.nd.waitall()
 
 
 def dump_final_parameters(net, dist: DistInfo) -> Optional[str]:
