@@ -151,7 +151,8 @@ def test_mask_rcnn_dist_sync_two_workers(sample_root, tmp_path):
     for suffix in ("_config.json", "_train.log", "_metrics.jsonl", "_0000.params", "_last.states", "_best.params",
                    "_val_metrics.json"):
         assert run + suffix in files, (suffix, files)
-    assert "dist_sync: worker 0 of 2 (master): global batch 2 (1 per worker)" in (folder / (run + "_train.log")).read_text()
+    log_text = (folder / (run + "_train.log")).read_text()
+    assert "dist_sync: worker 0 of 2 (master): global batch 2 (1 per worker)" in log_text
     last = _load(folder / (run + "_last.params"))
     for name in first:
         np.testing.assert_array_equal(last[name], first[name], err_msg=name)
