@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
 import mxnet as mx
 import numpy as np
@@ -47,6 +47,7 @@ from .context import epoch_seed
 __all__ = [
     "DIST_KV_STORES", "DUMP_PARAMS_ENV", "LOCAL_KV_STORES", "LOOPBACK_ENV", "MASTER_WORK_TIMEOUT_FACTOR",
     "WATCHDOG_EXIT_CODE", "DistInfo", "StepWatchdog", "abandon_job", "barrier", "dump_final_parameters",
+    "finish_epoch",
     "horovod_context",
     "init_distributed", "launch_local", "make_trainer", "scale_for_workers", "shard_indices", "sync_parameters",
 ]
@@ -295,6 +296,29 @@ def sync_parameters(params, trainer, dist: DistInfo) -> None:
     if trainer._params_to_init:
         trainer._init_params()
     mx.nd.waitall()
+
+
+def finish_epoch(dist: DistInfo, watchdog: "StepWatchdog", dist_timeout: float, epoch: int, iteration: int,
+                 checkpoints, net, trainer, validate: Callable[[], Optional[float]],
+                 plot: Callable[[], None]) -> Optional[float]:
+    """The end of a training epoch, shared by both trainers; returns the validation metric (None if skipped).
+
+    All workers meet at a guarded barrier (the epoch's last gradient exchange ends there, under the watchdog);
+    worker 0 alone validates (``validate`` returns the metric, or None when this epoch is not validated),
+    saves the epoch checkpoint, updates the best one and draws the plots; then all meet again with a longer
+    timeout, since that work is not guarded on worker 0.
+    """
+    barrier(dist, watchdog, f"end of epoch {epoch}")
+    metric = None
+    if dist.is_master:
+        metric = validate()
+        checkpoints.save(net, trainer, epoch, iteration, metric=metric)
+        if metric is not None:
+            checkpoints.update_best(net, epoch, iteration, metric)
+        plot()
+    barrier(dist, watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
+            timeout_s=MASTER_WORK_TIMEOUT_FACTOR * dist_timeout)
+    return metric
 
 
 def dump_final_parameters(net, dist: DistInfo) -> Optional[str]:

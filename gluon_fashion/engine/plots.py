@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Iterable, Optional
@@ -167,3 +168,11 @@ def plot_metrics(metrics_jsonl: str, out_dir_or_prefix: str) -> list[str]:
         path = _plot_epochs(metrics[split], title, _output_path(out_dir_or_prefix, safe))
         written += [path] if path else []
     return written
+
+
+def plot_metrics_or_warn(metrics_jsonl: str, out_prefix: str) -> None:
+    """``plot_metrics`` for use inside training: a plotting problem is logged, never ends a long run."""
+    try:
+        plot_metrics(metrics_jsonl, out_prefix)
+    except Exception as exc:  # noqa: BLE001 - any failure to draw is only worth a warning
+        logging.getLogger(__name__).warning("could not draw the metric plots: %s", exc)

@@ -30,9 +30,10 @@ from mxnet import gluon
 from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
 from ..data.semantic import parse_class_set
 from ..engine import (CheckpointManager, EpochTaggedBatches, RunLogger, Throughput, WarmupStepSchedule, check_finite,
-                      parse_gpus, plot_metrics, progress, seed_everything, split_batch)
+                      parse_gpus, progress, seed_everything, split_batch)
+from ..engine.plots import plot_metrics_or_warn
 from ..engine.checkpoint import checkpoint_base
-from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier,
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier, finish_epoch,
                                   dump_final_parameters, horovod_context, init_distributed, make_trainer,
                                   sync_parameters)
 from ..errors import UserError
@@ -482,19 +483,15 @@ class MaskRCNNTrainer:
             self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
             log.info("epoch %d: %s, %.2f samples/s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
                      speed.overall)
-            # The epoch's last gradient exchange ends here, under the watchdog, not inside rank 0's unguarded work.
-            barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
-            if self.rank == 0:
-                metric = None
-                if (epoch + 1) % args.val_interval == 0 or epoch + 1 == args.epochs:
-                    segm = self.validate(epoch, iteration).segm_mAP
-                    metric = 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
-                self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
-                if metric is not None:
-                    self.checkpoints.update_best(self.net, epoch, iteration, metric)
-                self._plot()
-            barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
-                    timeout_s=MASTER_WORK_TIMEOUT_FACTOR * args.dist_timeout)
+
+            def validate_epoch(epoch: int = epoch, iteration: int = iteration) -> Optional[float]:
+                if (epoch + 1) % args.val_interval and epoch + 1 != args.epochs:
+                    return None
+                segm = self.validate(epoch, iteration).segm_mAP
+                return 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
+
+            finish_epoch(self.dist, self.watchdog, args.dist_timeout, epoch, iteration, self.checkpoints, self.net,
+                         self.trainer, validate_epoch, self._plot)
         if start_epoch >= args.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
         barrier(self.dist, self.watchdog, "end of training")
@@ -503,10 +500,7 @@ class MaskRCNNTrainer:
                 "iteration": iteration}
 
     def _plot(self) -> None:
-        try:
-            plot_metrics(self.logger.metrics_path, self.prefix)
-        except Exception as exc:  # a plotting problem must not end a long training run
-            log.warning("could not draw the metric plots: %s", exc)
+        plot_metrics_or_warn(self.logger.metrics_path, self.prefix)
 
     def close(self) -> None:
         if self.executor is not None:

@@ -23,8 +23,9 @@ from mxnet import autograd, gluon
 
 from ..data.semantic import ClassSet, get_dataset, parse_class_set
 from ..engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, PolySchedule, RunLogger, Throughput,
-                      check_finite, parse_gpus, plot_metrics, progress, seed_everything, split_batch)
-from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier,
+                      check_finite, parse_gpus, progress, seed_everything, split_batch)
+from ..engine.plots import plot_metrics_or_warn
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier, finish_epoch,
                                   dump_final_parameters, horovod_context, init_distributed, make_trainer,
                                   sync_parameters)
 from ..errors import UserError
@@ -449,19 +450,16 @@ class SegmentationTrainer:
             self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
             log.info("epoch %d: %s, %.1f samples/s", epoch,
                      ", ".join(f"{k} {v:.4f}" for k, v in means.items()), speed.overall)
-            # The epoch's last gradient exchange ends here, under the watchdog, not inside rank 0's unguarded work.
-            barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
-            if self.dist.is_master:
-                metric = None
-                if not cfg.no_val and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs):
-                    last = self.validate(epoch, iteration)
-                    metric = last["mIoU"]
-                self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
-                if metric is not None:
-                    self.checkpoints.update_best(self.net, epoch, iteration, metric)
-                self._plot()
-            barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
-                    timeout_s=MASTER_WORK_TIMEOUT_FACTOR * cfg.dist_timeout)
+
+            def validate_epoch(epoch: int = epoch, iteration: int = iteration) -> Optional[float]:
+                nonlocal last
+                if cfg.no_val or ((epoch + 1) % cfg.val_interval and epoch + 1 != cfg.epochs):
+                    return None
+                last = self.validate(epoch, iteration)
+                return last["mIoU"]
+
+            finish_epoch(self.dist, self.watchdog, cfg.dist_timeout, epoch, iteration, self.checkpoints, self.net,
+                         self.trainer, validate_epoch, self._plot)
         if start_epoch >= cfg.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, cfg.epochs)
         barrier(self.dist, self.watchdog, "end of training")
@@ -470,10 +468,7 @@ class SegmentationTrainer:
                 "last": last, "iteration": iteration}
 
     def _plot(self) -> None:
-        try:
-            plot_metrics(self.logger.metrics_path, self.prefix)
-        except Exception as exc:  # a plotting problem must not end a long training run
-            log.warning("could not draw the metric plots: %s", exc)
+        plot_metrics_or_warn(self.logger.metrics_path, self.prefix)
 
     def close(self) -> None:
         self.watchdog.close()
