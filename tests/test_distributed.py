@@ -278,6 +278,21 @@ def test_launcher_sets_loopback_environment_and_prefixes_output():
     assert sum(line == f"[worker {i}] worker 127.0.0.1 127.0.0.1 lo 2 1" for i in (0, 1) for line in lines) == 2
 
 
+def test_launcher_splits_the_cores_between_workers_unless_the_user_set_threads(monkeypatch):
+    from gluon_fashion import cpu_threads
+    program = "import os; print(os.environ['DMLC_ROLE'], os.environ.get('OMP_NUM_THREADS'))"
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 4)
+    for user_set, worker, other in ((False, "2", "1"), (True, "9", "9")):
+        monkeypatch.setattr(cpu_threads, "USER_SET", user_set)
+        monkeypatch.setenv("OMP_NUM_THREADS", "9")
+        output = io.StringIO()
+        assert launch_local([sys.executable, "-c", program], num_workers=2, num_servers=1, timeout=60,
+                            output=output) == 0
+        lines = output.getvalue().splitlines()
+        assert sum(line.endswith(f"] worker {worker}") for line in lines) == 2, lines
+        assert f"[server 0] server {other}" in lines and f"[scheduler] scheduler {other}" in lines
+
+
 def test_launcher_cli_reports_first_failure_and_bad_usage():
     cli = [sys.executable, str(REPO / "tools" / "launch_local.py")]
     run = subprocess.run(cli + ["-n", "1", "-s", "1", "--timeout", "60", "--", sys.executable, "-c",

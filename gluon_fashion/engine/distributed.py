@@ -40,6 +40,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon.parameter import DeferredInitializationError
 
+from ..cpu_threads import threads_per_process
 from ..errors import UserError
 from ..fileio import atomic_save
 from .context import epoch_seed
@@ -537,6 +538,10 @@ def launch_local(command: Sequence[str], num_workers: int, num_servers: int = 1,
     job_env.update(LOOPBACK_ENV)
     job_env.update({"DMLC_PS_ROOT_PORT": str(_free_loopback_port()), "DMLC_NUM_SERVER": str(num_servers),
                     "DMLC_NUM_WORKER": str(num_workers), "PYTHONUNBUFFERED": "1"})
+    # The workers share the cores (OpenMP threads spinning on an oversubscribed core slow everyone down);
+    # the scheduler and servers barely compute. A user's OMP_NUM_THREADS passes through unchanged.
+    worker_threads = threads_per_process(num_workers)
+    helper_threads = {name: "1" for name in worker_threads}
     roles = [("scheduler", "scheduler")] + [(f"server {i}", "server") for i in range(num_servers)] \
         + [(f"worker {i}", "worker") for i in range(num_workers)]
 
@@ -554,7 +559,9 @@ def launch_local(command: Sequence[str], num_workers: int, num_servers: int = 1,
         try:
             for name, role in roles:
                 # Own session per child: killpg reaches whatever it forks; Ctrl-C goes through the launcher.
-                procs[name] = subprocess.Popen(command, env=dict(job_env, DMLC_ROLE=role), stdin=subprocess.DEVNULL,
+                threads = worker_threads if role == "worker" else helper_threads
+                procs[name] = subprocess.Popen(command, env=dict(job_env, DMLC_ROLE=role, **threads),
+                                               stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
