@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mxnet as mx
 import numpy as np
@@ -615,3 +616,52 @@ def test_sigkill_during_saves_never_leaves_a_bad_complete_checkpoint(tmp_path):
         assert np.all(net.weight.data().asnumpy() == state["meta"]["epoch"])
     except UserError as exc:  # killed between the renames of _last: detected, never loaded silently
         assert "sha1" in str(exc)
+
+
+class _ScriptedRun:
+    """A TrainingRun whose build or fit fails on request (the shell the two trainers share)."""
+
+    def __new__(cls, prefix, fail_in):
+        from gluon_fashion.engine.distributed import DistInfo
+        from gluon_fashion.engine.run import TrainingRun
+
+        class Run(TrainingRun):
+            def __init__(self):
+                self.dist, self.prefix, self.fitted = DistInfo(kv_store="device"), prefix, False
+                self.open_run(prefix, {"fail_in": fail_in}, dist_timeout=0)
+
+            def build(self):
+                if fail_in == "build":
+                    raise _Boom("build")
+
+            def fit(self):
+                self.logger.log_metrics(0, "train_iter", epoch=0, loss=1.0)
+                if fail_in == "fit":
+                    raise _Boom("fit")
+                return {"fitted": True}
+
+        return Run()
+
+
+@pytest.mark.parametrize("fail_in", ["build", "fit", None])
+def test_training_run_releases_its_log_handlers_whatever_happens(tmp_path, fail_in):
+    import logging
+
+    from gluon_fashion.engine.run import run_training
+    library_logger = logging.getLogger("gluon_fashion")
+    before = list(library_logger.handlers)
+    prefix = str(tmp_path / "run")
+    if fail_in == "build":
+        with pytest.raises(_Boom):
+            _ScriptedRun(prefix, fail_in)
+    else:
+        run = _ScriptedRun(prefix, fail_in)
+        assert len(library_logger.handlers) > len(before)  # the run's console and file handlers
+        if fail_in == "fit":
+            with pytest.raises(_Boom):
+                run_training(run)
+        else:
+            assert run_training(run) == {"fitted": True}
+        assert run.logger._metrics_file is None
+    assert library_logger.handlers == before
+    assert json.loads(Path(prefix + "_config.json").read_text())["fail_in"] == fail_in

@@ -273,24 +273,6 @@ def _init_params(params, ctx: Sequence[mx.Context], force: bool = True) -> None:
         params.initialize(init, ctx=list(ctx), force_reinit=force)
 
 
-def freeze_batchnorm(net: nn.Block) -> int:
-    """Use running statistics in every BatchNorm and stop training their scale/shift; returns how many."""
-    count = 0
-
-    def visit(block):
-        nonlocal count
-        if isinstance(block, nn.BatchNorm):
-            block._kwargs["use_global_stats"] = True
-            for param in block.params.values():
-                param.grad_req = "null"
-            count += 1
-        for child in block._children.values():
-            visit(child)
-
-    visit(net)
-    return count
-
-
 def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Context], backbone: Optional[str] = None,
                              aux: bool = True, base_size: int = 520, crop_size: int = 480,
                              model_zoo: Optional[str] = None, pretrained: bool = True,
@@ -511,6 +493,6 @@ def predict_label_map(net: nn.Block, image_rgb: np.ndarray, ctx: mx.Context, sca
 
 __all__ = ["MODELS", "TASK", "ZOO", "XCEPTION_FALLBACK_NOTE", "ZooEntry", "build_segmentation_model",
            "canonical_model", "check_scales", "checkpoint_meta", "classifier_convs", "forward_logits",
-           "freeze_batchnorm", "image_scale", "label_scores", "load_segmentation_model", "net_dtype",
+           "image_scale", "label_scores", "load_segmentation_model", "net_dtype",
            "predict_label_map", "pretrained_weights_for", "require_weights", "resolve_backbone", "upsample_argmax",
            "zoo_entry"]

@@ -22,17 +22,17 @@ from gluoncv.utils.parallel import parallel_apply, parallel_backward
 from mxnet import autograd, gluon
 
 from ..data.semantic import ClassSet, get_dataset, parse_class_set
-from ..engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, PolySchedule, RunLogger, Throughput,
-                      check_finite, parse_gpus, progress, seed_everything, split_batch)
-from ..engine.plots import plot_metrics_or_warn
-from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier, finish_epoch,
-                                  dump_final_parameters, horovod_context, init_distributed, make_trainer,
-                                  sync_parameters)
+from ..engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, PolySchedule, Throughput, check_finite,
+                      parse_gpus, progress, seed_everything, split_batch)
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, barrier, dump_final_parameters, finish_epoch,
+                                  horovod_context, init_distributed, make_trainer, sync_parameters)
+from ..engine.run import TrainingRun, run_training
 from ..errors import UserError
 from ..evaluation.segmentation import ConfusionMatrix
 from ..fileio import atomic_write_json
+from ..models.batchnorm import freeze_batchnorm
 from ..models.segmentation import (build_segmentation_model, canonical_model, checkpoint_meta, forward_logits,
-                                   freeze_batchnorm, image_scale, load_segmentation_model, predict_label_map,
+                                   image_scale, load_segmentation_model, predict_label_map,
                                    pretrained_weights_for, require_weights, resolve_backbone, zoo_entry)
 from ..transforms.semantic import IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform
 
@@ -254,7 +254,7 @@ def evaluate_batches(net, loader, contexts: Sequence[mx.Context], num_classes: i
 
 
 # ------------------------------------------------------------------------------------------ training
-class SegmentationTrainer:
+class SegmentationTrainer(TrainingRun):
     """One run: data, network, optimizer, checkpoints and logs, built from a SegmentationConfig."""
 
     def __init__(self, cfg: SegmentationConfig):
@@ -288,19 +288,10 @@ class SegmentationTrainer:
             raise UserError(f"--resume {cfg.resume}: file not found")
         if not self.resume_path:
             self.checkpoints.ensure_new_run(flag="--checkname")
-        self.logger = RunLogger(self.prefix, asdict(cfg), rank=self.dist.rank)
-        # Only dist_sync steps are watched; rank 0's validation and saving happen outside any guard.
-        self.watchdog = StepWatchdog(cfg.dist_timeout if self.dist.is_dist else 0)
-        try:
-            self._build()
-        except BaseException:
-            abandon_job(self.dist)
-            self.watchdog.close()
-            self.logger.close()
-            raise
+        self.open_run(self.prefix, asdict(cfg), cfg.dist_timeout)
 
     # ---------------------------------------------------------------- construction
-    def _build(self) -> None:
+    def build(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
         norm_layer, norm_kwargs = None, None
@@ -459,7 +450,7 @@ class SegmentationTrainer:
                 return last["mIoU"]
 
             finish_epoch(self.dist, self.watchdog, cfg.dist_timeout, epoch, iteration, self.checkpoints, self.net,
-                         self.trainer, validate_epoch, self._plot)
+                         self.trainer, validate_epoch, self.plot)
         if start_epoch >= cfg.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, cfg.epochs)
         barrier(self.dist, self.watchdog, "end of training")
@@ -467,27 +458,13 @@ class SegmentationTrainer:
         return {"best_mIoU": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "last": last, "iteration": iteration}
 
-    def _plot(self) -> None:
-        plot_metrics_or_warn(self.logger.metrics_path, self.prefix)
-
-    def close(self) -> None:
-        self.watchdog.close()
-        self.logger.flush()
-        self.logger.close()
 
 
 def train(cfg: SegmentationConfig) -> Dict:
     """Entry point of ``train_segmentation.py``: train (or, with ``eval``, only validate) as configured."""
     if cfg.eval:
         return evaluate_only(cfg)
-    trainer = SegmentationTrainer(cfg)
-    try:
-        return trainer.fit()
-    except BaseException:
-        abandon_job(trainer.dist)
-        raise
-    finally:
-        trainer.close()
+    return run_training(SegmentationTrainer(cfg))
 
 
 def evaluate_only(cfg: SegmentationConfig) -> Dict:

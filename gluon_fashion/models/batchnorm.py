@@ -1,0 +1,39 @@
+"""Switching a network's BatchNorm layers between learning their statistics and using the stored ones."""
+from __future__ import annotations
+
+from typing import List
+
+from mxnet.gluon import nn
+
+
+def batchnorm_layers(net: nn.Block) -> List[nn.BatchNorm]:
+    """Every BatchNorm block inside ``net`` (SyncBatchNorm included: it subclasses BatchNorm)."""
+    found: List[nn.BatchNorm] = []
+
+    def visit(block: nn.Block) -> None:
+        if isinstance(block, nn.BatchNorm):
+            found.append(block)
+        for child in block._children.values():
+            visit(child)
+
+    visit(net)
+    return found
+
+
+def freeze_batchnorm(net: nn.Block) -> int:
+    """Use running statistics in every BatchNorm and stop training their scale/shift; returns how many."""
+    layers = batchnorm_layers(net)
+    for layer in layers:
+        layer._kwargs["use_global_stats"] = True
+        for param in layer.params.values():
+            param.grad_req = "null"
+    return len(layers)
+
+
+def learn_batchnorm_statistics(net: nn.Block) -> int:
+    """Make every BatchNorm normalise with batch statistics in training (and update its running ones), as
+    when training from scratch; returns how many. Call before hybridising: the flag is baked into the graph."""
+    layers = batchnorm_layers(net)
+    for layer in layers:
+        layer._kwargs["use_global_stats"] = False
+    return len(layers)
