@@ -25,8 +25,9 @@ from gluon_fashion.engine import WarmupStepSchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation.coco import evaluate_coco
 from gluon_fashion.images import read_rgb, read_rgb_at_least
-from gluon_fashion.models.mask_rcnn import (apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn, network_input,
-                                            paste_mask, predict_instances, read_network_input)
+from gluon_fashion.models.mask_rcnn import (anchor_count, apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn, network_input,
+                                            paste_mask, predict_instances, read_network_input,
+                                            trainable_params)
 from gluon_fashion.predict import predict_to_folder
 from gluon_fashion.rle import coco_to_mask, nearest_indices
 from gluon_fashion.sample import make_sample_dataset
@@ -256,6 +257,15 @@ def test_coco_weights_reused_for_tie_handbag_umbrella(tmp_path, monkeypatch):
     np.testing.assert_array_equal(net.rpn.score.weight.data().asnumpy(), coco_net.rpn.score.weight.data().asnumpy())
 
 
+def test_random_init_trains_every_layer_fine_tuning_keeps_gluoncvs_frozen_stem():
+    net = build_mask_rcnn(MODEL, range(3), pretrained=False, **LIMITS)
+    stem = [name for name in net.collect_params().keys() if "resnetv1b_conv0" in name or "layers1_conv" in name]
+    assert stem
+    fine_tune = set(trainable_params(net, pretrained=True).keys())
+    from_scratch = set(trainable_params(net, pretrained=False).keys())
+    assert not fine_tune & set(stem) and set(stem) <= from_scratch and fine_tune < from_scratch
+
+
 def test_missing_pretrained_weights_named_before_any_data_is_read(data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "empty_home"))
     from gluoncv.model_zoo.model_store import short_hash
@@ -270,6 +280,36 @@ def test_missing_pretrained_weights_named_before_any_data_is_read(data_root, tmp
     assert code != 0
     assert f"{MODEL}-{short_hash(MODEL)}.params" in err and str(tmp_path / "empty_home" / "models") in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", [MODEL, "mask_rcnn_fpn_resnet18_v1b_coco"])
+def test_anchor_count_is_what_the_rpn_sees_and_small_inputs_still_predict(model):
+    net = build_mask_rcnn(model, range(3), pretrained=False)  # GluonCV's test budget: 1000 proposals kept
+    fpn = model.startswith("mask_rcnn_fpn")
+    for height, width in ((128, 128), (100, 200)):
+        features = net.features(mx.nd.zeros((1, 3, height, width)))
+        features = features if isinstance(features, (list, tuple)) else [features]
+        cells = sum(f.shape[2] * f.shape[3] for f in features[:5])
+        assert anchor_count(net, height, width) == cells * (3 if fpn else 15)
+    assert anchor_count(net, 128, 128) < 1000 or fpn  # C4 at 128x128: 960 anchors, fewer than the proposals
+    net = build_mask_rcnn(model, range(3), pretrained=False)  # fresh: the features() call fixed no shapes
+    image = (np.random.default_rng(0).uniform(0, 255, (128, 128, 3))).astype(np.uint8)
+    instances = predict_instances(net, image, 128, 128, score_threshold=0.0)
+    assert instances and all(inst.rle["size"] == [128, 128] for inst in instances)
+
+
+def test_too_many_training_proposals_for_the_image_size_is_a_user_error(data_root, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        import train_mask_rcnn
+    finally:
+        sys.path.remove(str(ROOT))
+    flags = [f for f in SMALL if f]  # then overridden: 2000 proposals cannot come from a 96-px image
+    code = train_mask_rcnn.main(["--dataset-root", str(data_root), "--save-prefix", f"{tmp_path}/run/"] + flags
+                                + ["--short", "96", "--max-size", "128", "--rpn-train-pre-nms", "4000",
+                                   "--rpn-train-post-nms", "2000"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--rpn-train-post-nms 2000" in err and "RPN anchors" in err and "Traceback" not in err
 
 
 def test_flag_errors_are_user_errors(capsys):

@@ -24,6 +24,7 @@ different (blockier) masks.
 from __future__ import annotations
 
 import logging
+import math
 import types
 import warnings
 from pathlib import Path
@@ -235,6 +236,14 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
     return net
 
 
+def trainable_params(net, pretrained: bool):
+    """The parameters to train: GluonCV's fine-tuning set (``collect_train_params``: stem, first stage and
+    BatchNorm frozen) when starting from weights; every parameter for random initialisation, where frozen
+    layers would stay random for good (the trainer then also lets BatchNorm learn its statistics:
+    ``models.batchnorm.learn_batchnorm_statistics``)."""
+    return net.collect_train_params() if pretrained else net.collect_params()
+
+
 def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, max_size: int,
                     limits: Mapping[str, int], **extra) -> Dict:
     """The description stored beside every checkpoint, from which :func:`load_mask_rcnn` rebuilds the net."""
@@ -295,9 +304,39 @@ def read_network_input(path: PathLike, short: int, max_size: int, size: Tuple[in
     return network_input(image, short, max_size, orig_size=size)
 
 
+def anchor_count(net, height: int, width: int) -> int:
+    """RPN anchors of a GluonCV (Mask/Faster) R-CNN on an ``height x width`` input: every feature cell
+    (``ceil(side / stride)`` per level, C4 or FPN) times the anchors per cell. The RPN keeps at most this many
+    proposals, so ``rpn_*_post_nms`` above it cannot be met by an input of that size."""
+    strides = net._strides if isinstance(net._strides, (list, tuple)) else (net._strides,)
+    generators = net.rpn.anchor_generator
+    generators = list(generators) if isinstance(generators, mx.gluon.nn.HybridSequential) else [generators]
+    return sum(math.ceil(height / stride) * math.ceil(width / stride) * generator._num_depth
+               for stride, generator in zip(strides, generators))
+
+
+def padded_for_proposals(net, height: int, width: int, proposals: int) -> Tuple[int, int]:
+    """The smallest input size, growing ``height x width`` at the bottom and right by the coarsest stride,
+    whose anchors are at least ``proposals``."""
+    step = max(net._strides) if isinstance(net._strides, (list, tuple)) else net._strides
+    while anchor_count(net, height, width) < proposals:
+        height, width = height + step, width + step
+    return height, width
+
+
 def run_network(net, batch: mx.nd.NDArray):
     """Start inference on normalised images ``(N, 3, h, w)`` and return the raw outputs without waiting for
-    them (MXNet runs asynchronously: start every device before reading any back with :func:`decode_outputs`)."""
+    them (MXNet runs asynchronously: start every device before reading any back with :func:`decode_outputs`).
+
+    An input with fewer anchors than the RPN keeps proposals (``rpn_test_post_nms``; a small ``--short``)
+    would make GluonCV's RPN fail; it is padded with zeros at the bottom and right instead, which leaves the
+    image's pixel coordinates, and so every box, as they are.
+    """
+    height, width = batch.shape[2:]
+    padded_h, padded_w = padded_for_proposals(net, height, width, net.rpn._test_post_nms)
+    if (padded_h, padded_w) != (height, width):
+        batch = mx.nd.pad(batch, mode="constant", constant_value=0,
+                          pad_width=(0, 0, 0, 0, 0, padded_h - height, 0, padded_w - width))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_UNUSED_TARGET_PARAMS, category=UserWarning)
         return net(batch)

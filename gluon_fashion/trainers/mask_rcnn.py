@@ -29,19 +29,20 @@ from mxnet import gluon
 
 from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
 from ..data.semantic import parse_class_set
-from ..engine import (CheckpointManager, EpochTaggedBatches, RunLogger, Throughput, WarmupStepSchedule, check_finite,
-                      parse_gpus, progress, seed_everything, split_batch)
-from ..engine.plots import plot_metrics_or_warn
+from ..engine import (CheckpointManager, EpochTaggedBatches, Throughput, WarmupStepSchedule, check_finite, parse_gpus,
+                      progress, seed_everything, split_batch)
 from ..engine.checkpoint import checkpoint_base
-from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, StepWatchdog, abandon_job, barrier, finish_epoch,
-                                  dump_final_parameters, horovod_context, init_distributed, make_trainer,
-                                  sync_parameters)
+from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, barrier, dump_final_parameters, finish_epoch,
+                                  horovod_context, init_distributed, make_trainer, sync_parameters)
+from ..engine.run import TrainingRun, run_training
 from ..errors import UserError
 from ..evaluation.coco import CocoMetrics, coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
 from ..fileio import atomic_write_json
-from ..models.mask_rcnn import (LIMIT_KEYS, build_mask_rcnn, checkpoint_meta, class_table, decode_outputs,
-                                instances_from_outputs, read_network_input, run_network, to_coco_results, zoo_name)
-from ..transforms.instance import MaskRCNNTrainTransform
+from ..models.batchnorm import learn_batchnorm_statistics
+from ..models.mask_rcnn import (LIMIT_KEYS, anchor_count, build_mask_rcnn, checkpoint_meta, class_table,
+                                decode_outputs, instances_from_outputs, read_network_input, run_network,
+                                to_coco_results, trainable_params, zoo_name)
+from ..transforms.instance import MaskRCNNTrainTransform, scaled_size
 
 log = logging.getLogger("gluon_fashion.trainers.mask_rcnn")
 LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "mask_loss")
@@ -246,7 +247,7 @@ def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context
 
 
 # ------------------------------------------------------------------------------------------- trainer
-class MaskRCNNTrainer:
+class MaskRCNNTrainer(TrainingRun):
     """One training run built from the parsed flags: network, data, optimizer, checkpoints and logs."""
 
     def __init__(self, args: argparse.Namespace):
@@ -304,16 +305,7 @@ class MaskRCNNTrainer:
         config = dict(vars(args), model=self.model_name, prefix=self.prefix, contexts=[str(c) for c in self.contexts],
                       batch_size=self.batch_size, per_device_batch_size=self.per_device, lr=self.lr,
                       category_ids=list(self.category_ids), limits=self.net.limits, resume_path=self.resume_path)
-        self.logger = RunLogger(self.prefix, config, rank=self.rank)
-        # Only dist_sync steps are watched; rank 0's validation and saving happen outside any guard.
-        self.watchdog = StepWatchdog(args.dist_timeout if self.dist.is_dist else 0)
-        try:
-            self._build()
-        except BaseException:
-            abandon_job(self.dist)
-            self.watchdog.close()
-            self.logger.close()
-            raise
+        self.open_run(self.prefix, config, args.dist_timeout)
 
     def _check_flags(self) -> None:
         a = self.args
@@ -333,9 +325,12 @@ class MaskRCNNTrainer:
             raise UserError("--no-pretrained and --pretrained-weights contradict each other; give one")
 
     # ---------------------------------------------------------------- construction
-    def _build(self) -> None:
+    def build(self) -> None:
         args, net = self.args, self.net
-        train_params = net.collect_train_params()
+        if args.no_pretrained:  # from scratch, fixed identity statistics would leave the net unnormalised
+            log.info("random initialisation: every layer is trained and the %d BatchNorm layers learn their "
+                     "statistics", learn_batchnorm_statistics(net))
+        train_params = trainable_params(net, pretrained=not args.no_pretrained)
         for name, param in net.collect_params().items():
             if not isinstance(param, gluon.Constant):
                 param.grad_req = "write" if name in train_params else "null"
@@ -344,6 +339,7 @@ class MaskRCNNTrainer:
         transform = MaskRCNNTrainTransform(self.short_range, args.max_size, net)
         self.trainset = FashionInstance(*self.train_files, category_ids=self.category_ids, transform=transform,
                                         seed=args.seed)
+        self._check_proposals_fit(net)
         self.valset = FashionInstance(*self.val_files, category_ids=self.category_ids, skip_empty=False)
         self.val_indices = list(range(len(self.valset)))
         if args.val_max_images:
@@ -382,6 +378,23 @@ class MaskRCNNTrainer:
         self.task = ForwardBackwardTask(net, self.trainer, *losses, amp_enabled=args.amp)
         self.executor = (Parallel(args.executor_threads, self.task)
                          if args.executor_threads > 0 and len(self.contexts) > 1 else None)
+
+    def _check_proposals_fit(self, net) -> None:
+        # GluonCV's RPN fails mid-training on an image with fewer anchors than the proposals it keeps.
+        # (Inference pads such inputs instead: models.mask_rcnn.run_network.)
+        low, max_size = self.short_range[0], self.args.max_size
+        sizes = {(r["height"], r["width"]) for r in self.trainset.image_records}
+        if not sizes:
+            return
+        counts = {size: anchor_count(net, *scaled_size(*size, low, max_size)) for size in sizes}
+        size = min(counts, key=counts.get)
+        wanted = net.rpn._train_post_nms
+        if counts[size] < wanted:
+            in_h, in_w = scaled_size(*size, low, max_size)
+            raise UserError(f"--rpn-train-post-nms {wanted}: a {size[0]}x{size[1]} training photo becomes a "
+                            f"{in_h}x{in_w} input at --short {low} --max-size {max_size}, which has only "
+                            f"{counts[size]} RPN anchors; lower --rpn-train-post-nms to at most {counts[size]} "
+                            "or raise --short")
 
     # ---------------------------------------------------------------- loops
     def _hybridize(self) -> None:
@@ -491,7 +504,7 @@ class MaskRCNNTrainer:
                 return 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
 
             finish_epoch(self.dist, self.watchdog, args.dist_timeout, epoch, iteration, self.checkpoints, self.net,
-                         self.trainer, validate_epoch, self._plot)
+                         self.trainer, validate_epoch, self.plot)
         if start_epoch >= args.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
         barrier(self.dist, self.watchdog, "end of training")
@@ -499,25 +512,14 @@ class MaskRCNNTrainer:
         return {"best_segm_mAP": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "iteration": iteration}
 
-    def _plot(self) -> None:
-        plot_metrics_or_warn(self.logger.metrics_path, self.prefix)
 
     def close(self) -> None:
         if self.executor is not None:
             del self.executor
             self.executor = None
-        self.watchdog.close()
-        self.logger.flush()
-        self.logger.close()
+        super().close()
 
 
 def train(args: argparse.Namespace) -> Dict:
     """Entry point of ``train_mask_rcnn.py``: build the run from the flags and train it."""
-    trainer = MaskRCNNTrainer(args)
-    try:
-        return trainer.fit()
-    except BaseException:
-        abandon_job(trainer.dist)
-        raise
-    finally:
-        trainer.close()
+    return run_training(MaskRCNNTrainer(args))
