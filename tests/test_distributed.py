@@ -291,6 +291,13 @@ def test_launcher_splits_the_cores_between_workers_unless_the_user_set_threads(m
         lines = output.getvalue().splitlines()
         assert sum(line.endswith(f"] worker {worker}") for line in lines) == 2, lines
         assert f"[server 0] server {other}" in lines and f"[scheduler] scheduler {other}" in lines
+    monkeypatch.setattr(cpu_threads, "USER_SET", False)
+    output = io.StringIO()  # the caller's env is what it asks for
+    assert launch_local([sys.executable, "-c", program], num_workers=2, num_servers=1, timeout=60,
+                        env={"OMP_NUM_THREADS": "3"}, output=output) == 0
+    lines = output.getvalue().splitlines()
+    assert {"[scheduler] scheduler 3", "[server 0] server 3"} <= set(lines)
+    assert sum(line.endswith("] worker 3") for line in lines) == 2, lines
 
 
 def test_launcher_cli_reports_first_failure_and_bad_usage():

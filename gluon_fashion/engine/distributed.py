@@ -539,8 +539,9 @@ def launch_local(command: Sequence[str], num_workers: int, num_servers: int = 1,
     job_env.update({"DMLC_PS_ROOT_PORT": str(_free_loopback_port()), "DMLC_NUM_SERVER": str(num_servers),
                     "DMLC_NUM_WORKER": str(num_workers), "PYTHONUNBUFFERED": "1"})
     # The workers share the cores (OpenMP threads spinning on an oversubscribed core slow everyone down);
-    # the scheduler and servers barely compute. A user's OMP_NUM_THREADS passes through unchanged.
-    worker_threads = threads_per_process(num_workers)
+    # the scheduler and servers barely compute. A user's OMP_NUM_THREADS (or one in ``env``) is kept as it is.
+    worker_threads = {name: value for name, value in threads_per_process(num_workers).items()
+                      if name not in (env or {})}
     helper_threads = {name: "1" for name in worker_threads}
     roles = [("scheduler", "scheduler")] + [(f"server {i}", "server") for i in range(num_servers)] \
         + [(f"worker {i}", "worker") for i in range(num_workers)]
