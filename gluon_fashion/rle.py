@@ -163,9 +163,11 @@ def kaggle_to_coco(encoded: str, height: int, width: int) -> CocoRLE:
     counts are the differences of the run boundaries, and one test on them checks a valid row.
     """
     values = _fast_ints(encoded) if isinstance(encoded, str) else None
-    if values is None or len(values) < 2 or len(values) % 2:
-        return runs_to_coco(*parse_kaggle_rle(encoded, height, width), height, width)
     total = int(height) * int(width)
+    # Tokens above the pixel count are invalid anyway; ruling them out here keeps the sums below from
+    # overflowing int64 into counts that look valid (the fast parser saturates absurd numbers at 2**63 - 1).
+    if values is None or len(values) < 2 or len(values) % 2 or values.max() > total:
+        return runs_to_coco(*parse_kaggle_rle(encoded, height, width), height, width)
     bounds = np.empty(len(values) + 2, dtype=np.int64)  # 0, start0, end0, start1, end1, ..., total
     bounds[0] = 0
     bounds[1:-1] = values
@@ -174,8 +176,7 @@ def kaggle_to_coco(encoded: str, height: int, width: int) -> CocoRLE:
     bounds[2:-1:2] += bounds[1:-2:2]
     counts = bounds[1:] - bounds[:-1]  # start0, length0, gap1, length1, ..., trailing background
     # Valid with no touching runs <=> lengths and inner gaps >= 1, first start and trailing background >= 0.
-    # Bounds that overflowed int64 (absurd numbers) come out negative, so they fail here too. Anything
-    # else takes the exact path, which names the problem or merges touching runs.
+    # Anything else takes the exact path, which names the problem or merges touching runs.
     if counts[0] < 0 or counts[-1] < 0 or counts[1:-1].min() < 1:
         return runs_to_coco(*parse_kaggle_rle(encoded, height, width), height, width)
     return _counts_to_coco(counts, height, width)

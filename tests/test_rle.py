@@ -144,6 +144,7 @@ def test_resize_of_a_large_mask_never_builds_it():
     ("12 2", "past height*width"),
     ("9223372036854775806 5", "past height*width"),
     ("99999999999999999999 1", "out of range"),
+    ("99999999999999999999 2 0 1", "out of range"),  # once wrapped round int64 into counts that looked valid
     ("5 1 1 1", "not sorted"),
     ("1 3 2 2", "overlap"),
     ("", "empty"),
