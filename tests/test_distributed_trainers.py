@@ -157,10 +157,11 @@ def test_mask_rcnn_dist_sync_two_workers(sample_root, tmp_path):
     for name in first:
         np.testing.assert_array_equal(last[name], first[name], err_msg=name)
 
-    # 8 photos / (2 workers x 1) = 4 steps; Mask R-CNN's losses fall fast from the random initialisation.
+    # 8 photos / (2 workers x 1) = 4 steps; the losses fall from the random initialisation (from about 6: with
+    # BatchNorm learning its statistics a fresh net's first loss is no longer inflated by unnormalised logits).
     records = [json.loads(line) for line in (folder / (run + "_metrics.jsonl")).read_text().splitlines()]
     losses = [r["values"]["loss"] for r in records if r["split"] == "train_iter"]
-    assert len(losses) == 4 and np.mean(losses[-2:]) < 0.6 * losses[0], losses
+    assert len(losses) == 4 and np.mean(losses[-2:]) < 0.8 * losses[0], losses
 
 
 def test_segmentation_dist_sync_resume_on_a_shared_folder(sample_root, tmp_path):

@@ -512,7 +512,6 @@ class MaskRCNNTrainer(TrainingRun):
         return {"best_segm_mAP": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "iteration": iteration}
 
-
     def close(self) -> None:
         if self.executor is not None:
             del self.executor

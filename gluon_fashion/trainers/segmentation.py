@@ -188,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
 # --------------------------------------------------------------------------------------------- helpers
 def _contexts(cfg: SegmentationConfig) -> List[mx.Context]:
     if cfg.ngpus < 0:
@@ -457,7 +456,6 @@ class SegmentationTrainer(TrainingRun):
         dump_final_parameters(self.net, self.dist)
         return {"best_mIoU": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
                 "last": last, "iteration": iteration}
-
 
 
 def train(cfg: SegmentationConfig) -> Dict:
