@@ -2,9 +2,9 @@
 
 Without ``OMP_NUM_THREADS`` MXNet 1.9 gives its CPU operators half of the logical CPUs, assuming two
 hyper-threads per core. On machines with one thread per core (most cloud VMs, this project's 2-core CI
-machine) that leaves half the cores idle: a CPU Mask R-CNN step took 1.3 s with MXNet's choice and 0.9 s
-with both cores (BENCHMARKS.md). Here the default becomes the number of physical cores the process may
-use, which is MXNet's own intent; an ``OMP_NUM_THREADS`` the user set always wins. OpenMP reads the
+machine) that leaves half the cores idle: CPU Mask R-CNN training ran at 0.85 samples/s with MXNet's
+choice and 1.05 with both cores (BENCHMARKS.md). Here the default becomes the number of physical cores the
+process may use, which is MXNet's own intent; an ``OMP_NUM_THREADS`` the user set always wins. OpenMP reads the
 variable once, when MXNet's library loads, so this must run before the first ``import mxnet``.
 """
 from __future__ import annotations

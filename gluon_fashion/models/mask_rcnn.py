@@ -304,11 +304,16 @@ def read_network_input(path: PathLike, short: int, max_size: int, size: Tuple[in
     return network_input(image, short, max_size, orig_size=size)
 
 
+def _feature_strides(net) -> Tuple[int, ...]:
+    # GluonCV stores one stride for C4 nets and one per pyramid level for FPN ones.
+    return tuple(net._strides) if isinstance(net._strides, (list, tuple)) else (net._strides,)
+
+
 def anchor_count(net, height: int, width: int) -> int:
     """RPN anchors of a GluonCV (Mask/Faster) R-CNN on an ``height x width`` input: every feature cell
     (``ceil(side / stride)`` per level, C4 or FPN) times the anchors per cell. The RPN keeps at most this many
     proposals, so ``rpn_*_post_nms`` above it cannot be met by an input of that size."""
-    strides = net._strides if isinstance(net._strides, (list, tuple)) else (net._strides,)
+    strides = _feature_strides(net)
     generators = net.rpn.anchor_generator
     generators = list(generators) if isinstance(generators, mx.gluon.nn.HybridSequential) else [generators]
     return sum(math.ceil(height / stride) * math.ceil(width / stride) * generator._num_depth
@@ -318,7 +323,7 @@ def anchor_count(net, height: int, width: int) -> int:
 def padded_for_proposals(net, height: int, width: int, proposals: int) -> Tuple[int, int]:
     """The smallest input size, growing ``height x width`` at the bottom and right by the coarsest stride,
     whose anchors are at least ``proposals``."""
-    step = max(net._strides) if isinstance(net._strides, (list, tuple)) else net._strides
+    step = max(_feature_strides(net))
     while anchor_count(net, height, width) < proposals:
         height, width = height + step, width + step
     return height, width
