@@ -24,6 +24,8 @@ from gluon_fashion.engine import (CheckpointManager, EpochBatchSampler, EpochTag
                                   PolySchedule, RunLogger, Throughput, WarmupStepSchedule, check_finite, epoch_seed,
                                   parse_gpus, plot_metrics, progress, read_checkpoint_meta, seed_everything,
                                   split_batch)
+from gluon_fashion.engine.distributed import DistInfo
+from gluon_fashion.engine.run import TrainingRun, run_training
 from gluon_fashion.errors import UserError
 
 # The package re-exports the function progress(), which hides the submodule of the same name.
@@ -618,36 +620,28 @@ def test_sigkill_during_saves_never_leaves_a_bad_complete_checkpoint(tmp_path):
         assert "sha1" in str(exc)
 
 
-class _ScriptedRun:
-    """A TrainingRun whose build or fit fails on request (the shell the two trainers share)."""
+class _ScriptedRun(TrainingRun):
+    """A TrainingRun (the shell the two trainers share) whose build or fit fails on request."""
 
-    def __new__(cls, prefix, fail_in):
-        from gluon_fashion.engine.distributed import DistInfo
-        from gluon_fashion.engine.run import TrainingRun
+    def __init__(self, prefix, fail_in):
+        self.dist, self.prefix, self.fail_in = DistInfo(kv_store="device"), prefix, fail_in
+        self.open_run(prefix, {"fail_in": fail_in}, dist_timeout=0)
 
-        class Run(TrainingRun):
-            def __init__(self):
-                self.dist, self.prefix, self.fitted = DistInfo(kv_store="device"), prefix, False
-                self.open_run(prefix, {"fail_in": fail_in}, dist_timeout=0)
+    def build(self):
+        if self.fail_in == "build":
+            raise _Boom("build")
 
-            def build(self):
-                if fail_in == "build":
-                    raise _Boom("build")
-
-            def fit(self):
-                self.logger.log_metrics(0, "train_iter", epoch=0, loss=1.0)
-                if fail_in == "fit":
-                    raise _Boom("fit")
-                return {"fitted": True}
-
-        return Run()
+    def fit(self):
+        self.logger.log_metrics(0, "train_iter", epoch=0, loss=1.0)
+        if self.fail_in == "fit":
+            raise _Boom("fit")
+        return {"fitted": True}
 
 
 @pytest.mark.parametrize("fail_in", ["build", "fit", None])
 def test_training_run_releases_its_log_handlers_whatever_happens(tmp_path, fail_in):
     import logging
 
-    from gluon_fashion.engine.run import run_training
     library_logger = logging.getLogger("gluon_fashion")
     before = list(library_logger.handlers)
     prefix = str(tmp_path / "run")

@@ -25,8 +25,8 @@ from gluon_fashion.engine import WarmupStepSchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation.coco import evaluate_coco
 from gluon_fashion.images import read_rgb, read_rgb_at_least
-from gluon_fashion.models.mask_rcnn import (anchor_count, apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn, network_input,
-                                            paste_mask, predict_instances, read_network_input,
+from gluon_fashion.models.mask_rcnn import (anchor_count, apply_limits, build_mask_rcnn, coco_reuse_map, load_mask_rcnn,
+                                            network_input, paste_mask, predict_instances, read_network_input,
                                             trainable_params)
 from gluon_fashion.predict import predict_to_folder
 from gluon_fashion.rle import coco_to_mask, nearest_indices
@@ -304,8 +304,8 @@ def test_too_many_training_proposals_for_the_image_size_is_a_user_error(data_roo
         import train_mask_rcnn
     finally:
         sys.path.remove(str(ROOT))
-    flags = [f for f in SMALL if f]  # then overridden: 2000 proposals cannot come from a 96-px image
-    code = train_mask_rcnn.main(["--dataset-root", str(data_root), "--save-prefix", f"{tmp_path}/run/"] + flags
+    # SMALL's scale and budget, then overridden: 2000 proposals cannot come from a 96-px image.
+    code = train_mask_rcnn.main(["--dataset-root", str(data_root), "--save-prefix", f"{tmp_path}/run/"] + SMALL
                                 + ["--short", "96", "--max-size", "128", "--rpn-train-pre-nms", "4000",
                                    "--rpn-train-post-nms", "2000"])
     err = capsys.readouterr().err

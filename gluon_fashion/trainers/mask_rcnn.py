@@ -386,11 +386,12 @@ class MaskRCNNTrainer(TrainingRun):
         sizes = {(r["height"], r["width"]) for r in self.trainset.image_records}
         if not sizes:
             return
-        counts = {size: anchor_count(net, *scaled_size(*size, low, max_size)) for size in sizes}
+        inputs = {size: scaled_size(*size, low, max_size) for size in sizes}
+        counts = {size: anchor_count(net, *inputs[size]) for size in sizes}
         size = min(counts, key=counts.get)
         wanted = net.rpn._train_post_nms
         if counts[size] < wanted:
-            in_h, in_w = scaled_size(*size, low, max_size)
+            in_h, in_w = inputs[size]
             raise UserError(f"--rpn-train-post-nms {wanted}: a {size[0]}x{size[1]} training photo becomes a "
                             f"{in_h}x{in_w} input at --short {low} --max-size {max_size}, which has only "
                             f"{counts[size]} RPN anchors; lower --rpn-train-post-nms to at most {counts[size]} "
