@@ -32,6 +32,8 @@ SPEED_CONFIGS = [  # (model, backbone, crop)
     ("fcn", "resnet50", 96),
     ("psp", "resnet50", 96),
     ("deeplabv3", "resnet50", 96),
+    ("deeplabv3", "resnet18", 96),
+    ("fcn", "resnet18", 96),
     ("deeplabv3plus", "xception", 96),
     ("deeplabv3", "resnet101", 96),
 ]
@@ -170,10 +172,10 @@ def main() -> int:
     p.add_argument("--infer-base", type=int, default=160, help="speed: long side for inference")
     p.add_argument("--only", default="", help="speed: comma-separated models to run (default: all)")
     p.add_argument("--model", default="deeplabv3", help="convergence: model (default: %(default)s)")
-    p.add_argument("--backbone", default="resnet50", help="convergence: backbone (default: %(default)s)")
+    p.add_argument("--backbone", default="resnet18", help="convergence: backbone (default: %(default)s)")
     p.add_argument("--crop", type=int, default=96, help="convergence: crop size (default: %(default)s)")
     p.add_argument("--base", type=int, default=128, help="convergence: base size (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=24, help="convergence: epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=40, help="convergence: epochs (default: %(default)s)")
     p.add_argument("--optimizer", default="adam", help="convergence: optimizer (default: %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="convergence: learning rate (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="convergence: loader processes (default: %(default)s)")

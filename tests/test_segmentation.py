@@ -1,7 +1,7 @@
 """Semantic segmentation: dataset rules, transforms, model building and weights, training, resume, TTA, tools.
 
-Training runs use DeepLabV3/ResNet-50 from random initialisation at a 48-pixel crop (GluonCV's heads need a
-2048-channel backbone, so ResNet-50 is the smallest) on a small generated sample; a few iterations each.
+Training runs use DeepLabV3/ResNet-50 from random initialisation at a 48-pixel crop on a small generated
+sample; a few iterations each.
 """
 from __future__ import annotations
 
@@ -350,6 +350,38 @@ def test_deeplab_plus_xception_coco_uses_imagenet_backbone_with_warning(caplog):
     assert not any(name.startswith("head.") for name in saved)
     outputs = net(mx.nd.random.uniform(shape=(1, 3, 50, 50)))  # 50 is not a multiple of 8
     assert [o.shape for o in outputs] == [(1, 3, 50, 50)] * 2
+
+
+@pytest.mark.parametrize("model", ["fcn", "psp", "deeplabv3"])
+def test_basic_block_backbones_get_heads_of_their_width(model):
+    # ImageNet resnet18_v1b weights (random, under the store's file name) for a network GluonCV's heads
+    # would size for ResNet-50's 1024/2048-channel features.
+    from gluoncv.model_zoo.resnetv1b import resnet18_v1b
+
+    mx.random.seed(2)
+    source = resnet18_v1b(pretrained=False)
+    source.initialize(mx.init.Normal(0.05))
+    source(mx.nd.zeros((1, 3, 32, 32)))
+    path = pretrained_file("resnet18_v1b")
+    path.parent.mkdir(parents=True)
+    source.save_parameters(str(path))
+    saved = mx.nd.load(str(path))
+    net, kwargs = build_segmentation_model(model, 4, [mx.cpu()], backbone="resnet18", aux=True, base_size=60,
+                                           crop_size=50, verify_weights=False)
+    assert kwargs["backbone"] == "resnet18"
+    params = net._collect_params_with_prefix()
+    for name in ("conv1.weight", "layer4.1.conv2.weight", "layer3.0.bn1.running_mean"):
+        np.testing.assert_array_equal(params[name].data().asnumpy(), saved[name].asnumpy())
+    in_widths = {p.shape[1] for n, p in params.items() if n.startswith(("head.", "auxlayer.")) and p.data().ndim == 4}
+    assert not in_widths & {1024, 2048, 4096}, in_widths
+    net.hybridize()
+    with autograd.record():
+        outputs = net(mx.nd.random.uniform(shape=(2, 3, 50, 62)))
+        loss = sum(pixel_cross_entropy(o, mx.nd.zeros((2, 50, 62), dtype="int32")).mean() for o in outputs)
+    loss.backward()
+    assert [o.shape for o in outputs] == [(2, 4, 50, 62)] * 2
+    head_weights = [p for n, p in params.items() if n.startswith(("head.", "auxlayer.")) and n.endswith("weight")]
+    assert all(float(p.grad().abs().sum().asscalar()) > 0 for p in head_weights)
 
 
 def test_loss_falls_when_fitting_a_batch(sample_root):

@@ -49,7 +49,11 @@ TASK = "segmentation"
 MODELS = ("fcn", "psp", "deeplabv3", "deeplabv3plus")
 _MODEL_ALIASES = {"deeplab": "deeplabv3", "deeplabplus": "deeplabv3plus", "deeplabv3+": "deeplabv3plus",
                   "pspnet": "psp"}
-_RESNET_BACKBONES = ("resnet50", "resnet101", "resnet152")
+_RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# Channels of the stage-3 and stage-4 features (c3, c4) GluonCV's heads are written for (ResNet-50 and deeper),
+# and those of the basic-block ResNets, whose heads are resized to them (see _fit_heads_to_features).
+_GLUONCV_FEATURE_CHANNELS = (1024, 2048)
+_FEATURE_CHANNELS = {"resnet18": (256, 512), "resnet34": (256, 512)}
 DEFAULT_BACKBONE = {"fcn": "resnet50", "psp": "resnet50", "deeplabv3": "resnet50", "deeplabv3plus": "xception"}
 # GluonCV's family prefix in weight names, used to ask pretrained.required_weights for the ImageNet backbone.
 _FAMILY = {"fcn": "fcn", "psp": "psp", "deeplabv3": "deeplab"}
@@ -170,9 +174,7 @@ def resolve_backbone(model: str, backbone: Optional[str]) -> str:
     backbone = (backbone or DEFAULT_BACKBONE[model]).lower()
     allowed = ("xception",) if model == "deeplabv3plus" else _RESNET_BACKBONES
     if backbone not in allowed:
-        why = (" (GluonCV's heads expect the 1024/2048-channel features of ResNet-50 and deeper)"
-               if backbone.startswith("resnet") else "")
-        raise UserError(f"--backbone {backbone!r} does not work with --model {model}{why}; "
+        raise UserError(f"--backbone {backbone!r} does not work with --model {model}; "
                         f"use one of {', '.join(allowed)}")
     return backbone
 
@@ -239,9 +241,30 @@ def _construct(model: str, backbone: str, num_classes: int, aux: bool, base_size
         warnings.simplefilter("ignore", UserWarning)
         net = cls(num_classes, **kwargs)
     _make_shape_free(net)
+    if backbone in _FEATURE_CHANNELS:
+        _fit_heads_to_features(net, *_FEATURE_CHANNELS[backbone])
     if norm_kwargs and "num_devices" in norm_kwargs:
         _set_sync_devices(net, int(norm_kwargs["num_devices"]))
     return net
+
+
+def _fit_heads_to_features(net: nn.Block, c3_channels: int, c4_channels: int) -> None:
+    """Give the convolutions that read the backbone's features the input width of a ResNet-18/34 backbone.
+
+    GluonCV writes its heads for ResNet-50 features (c3 1024, c4 2048 channels: ASPP's five input branches,
+    the FCN head, the auxiliary head, PSP's pyramid convolutions) and PSP's fusion conv for c4 concatenated
+    with four c4/4-wide pyramid maps (4096). Only those weights' input dimension changes; widths inside the
+    heads stay GluonCV's. The weights get their values when the network is initialised afterwards.
+    """
+    c3_gluon, c4_gluon = _GLUONCV_FEATURE_CHANNELS
+    new_width = {c3_gluon: c3_channels, c4_gluon: c4_channels, 2 * c4_gluon: c4_channels + c4_gluon}
+    heads = [net.head] + ([net.auxlayer] if getattr(net, "aux", False) else [])
+    for head in heads:
+        for param in head.collect_params(".*weight").values():
+            if len(param.shape) == 4 and param.shape[1] in new_width:
+                # Parameter.shape only fills unknown dimensions; this replaces a known one before any
+                # value exists for it (the later force_reinit allocates the new shape).
+                param._shape = (param.shape[0], new_width[param.shape[1]]) + tuple(param.shape[2:])
 
 
 def _set_sync_devices(block: nn.Block, num_devices: int) -> None:

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=d.model, help="fcn, psp, deeplabv3 or deeplabv3plus (default: %(default)s)")
     g.add_argument("--backbone", default=None,
-                   help="resnet50/101/152 (xception for deeplabv3plus); default resnet50 / xception")
+                   help="resnet18/34/50/101/152 (xception for deeplabv3plus); default resnet50 / xception. "
+                        "resnet18/34: GluonCV's heads resized to their narrower features (fast CPU runs)")
     g.add_argument("--model-zoo", default=None,
                    help="start from GluonCV pretrained weights, e.g. deeplab_resnet101_coco (classifier re-initialised)")
     g.add_argument("--no-pretrained", action="store_true",
