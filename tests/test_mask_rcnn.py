@@ -266,6 +266,21 @@ def test_random_init_trains_every_layer_fine_tuning_keeps_gluoncvs_frozen_stem()
     assert not fine_tune & set(stem) and set(stem) <= from_scratch and fine_tune < from_scratch
 
 
+def test_positive_ratio_sets_the_positives_of_sampler_target_generator_and_checkpoint():
+    from gluon_fashion.models.mask_rcnn import checkpoint_meta
+
+    net = build_mask_rcnn(MODEL, range(3), pretrained=False, **dict(LIMITS, rcnn_num_sample=16, rcnn_pos_ratio=0.5))
+    assert net.sampler._max_pos == 8 and net.target_generator._box_encoder._max_pos == 8
+    assert net.limits["rcnn_pos_ratio"] == 0.5 and net.limits["rcnn_num_sample"] == 16
+    default = build_mask_rcnn(MODEL, range(3), pretrained=False, **dict(LIMITS, rcnn_num_sample=16))
+    assert default.sampler._max_pos == 4 and default.limits["rcnn_pos_ratio"] == 0.25  # GluonCV's 0.25 kept
+    meta = checkpoint_meta(MODEL, [0, 1, 2], 160, 224, net.limits)
+    assert meta["build_kwargs"]["rcnn_pos_ratio"] == 0.5 and meta["build_kwargs"]["rcnn_num_sample"] == 16
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserError, match=r"--rcnn-pos-ratio must be in \(0, 1\]"):
+            apply_limits(build_mask_rcnn(MODEL, range(3), pretrained=False), rcnn_pos_ratio=bad)
+
+
 def test_missing_pretrained_weights_named_before_any_data_is_read(data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "empty_home"))
     from gluoncv.model_zoo.model_store import short_hash

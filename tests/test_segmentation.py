@@ -25,7 +25,8 @@ from gluon_fashion.errors import UserError
 from gluon_fashion.images import read_rgb
 from gluon_fashion.labels import MAIN_APPAREL_IDS
 from gluon_fashion.models.pretrained import pretrained_file
-from gluon_fashion.models.segmentation import (_construct, _init_params, build_segmentation_model,
+from gluon_fashion.engine.checkpoint import CheckpointManager
+from gluon_fashion.models.segmentation import (_construct, _init_params, build_segmentation_model, checkpoint_meta,
                                                classifier_convs, load_segmentation_model, predict_label_map)
 from gluon_fashion.rle import coco_to_mask, mask_to_coco, nearest_indices
 from gluon_fashion.sample import make_sample_dataset
@@ -353,7 +354,7 @@ def test_deeplab_plus_xception_coco_uses_imagenet_backbone_with_warning(caplog):
 
 
 @pytest.mark.parametrize("model", ["fcn", "psp", "deeplabv3"])
-def test_basic_block_backbones_get_heads_of_their_width(model):
+def test_basic_block_backbones_get_heads_of_their_width(model, tmp_path):
     # ImageNet resnet18_v1b weights (random, under the store's file name) for a network GluonCV's heads
     # would size for ResNet-50's 1024/2048-channel features.
     from gluoncv.model_zoo.resnetv1b import resnet18_v1b
@@ -382,6 +383,16 @@ def test_basic_block_backbones_get_heads_of_their_width(model):
     assert [o.shape for o in outputs] == [(2, 4, 50, 62)] * 2
     head_weights = [p for n, p in params.items() if n.startswith(("head.", "auxlayer.")) and n.endswith("weight")]
     assert all(float(p.grad().abs().sum().asscalar()) > 0 for p in head_weights)
+
+    # A checkpoint of it loads back from the file alone (the tools' path), giving the same predictions.
+    prefix = str(tmp_path / f"{model}_resnet18")
+    CheckpointManager(prefix, checkpoint_meta(kwargs, parse_class_set("0-2"))).update_best(net, 0, 0, 0.5)
+    loaded, meta = load_segmentation_model(prefix + "_best.params", mx.cpu())
+    assert meta["build_kwargs"]["backbone"] == "resnet18"
+    x = mx.nd.random.uniform(shape=(1, 3, 50, 62))
+    with autograd.predict_mode():
+        expected = net(x)[0]
+    np.testing.assert_allclose(loaded(x)[0].asnumpy(), expected.asnumpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_loss_falls_when_fitting_a_batch(sample_root):

@@ -45,7 +45,7 @@ from .pretrained import load_state_matching, require_pretrained
 TASK = "mask_rcnn"
 #: Knobs that bound RPN/RoI counts (``None`` keeps the zoo model's value); recorded in checkpoints.
 LIMIT_KEYS = ("rpn_train_pre_nms", "rpn_train_post_nms", "rcnn_num_sample", "rpn_test_pre_nms",
-              "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt")
+              "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt", "rcnn_pos_ratio")
 MASK_THRESHOLD = 0.5
 # The training-only target generator's box-encoder statistics sit in every net and checkpoint; inference never
 # uses them, and MXNet warns about it on the first forward of a hybridised net.
@@ -110,12 +110,13 @@ def coco_reuse_map(category_ids: Sequence[int]) -> Dict[int, int]:
 def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nms: Optional[int] = None,
                  rcnn_num_sample: Optional[int] = None, rpn_test_pre_nms: Optional[int] = None,
                  rpn_test_post_nms: Optional[int] = None, rcnn_max_dets: Optional[int] = None,
-                 max_num_gt: Optional[int] = None) -> Dict[str, int]:
+                 max_num_gt: Optional[int] = None, rcnn_pos_ratio: Optional[float] = None) -> Dict[str, float]:
     """Bound the proposal and RoI counts of a freshly built (not yet run) GluonCV Mask R-CNN.
 
     The zoo builders hard-code these (12000/2000 proposals, 128-512 RoIs), which is what makes a CPU or
-    small-memory run slow; they are plain attributes read when the graph is first built. Returns the
-    values in effect.
+    small-memory run slow; they are plain attributes read when the graph is first built. ``rcnn_pos_ratio``:
+    the largest fraction of the sampled RoIs that may be positives (GluonCV's ``pos_ratio``, 0.25); the
+    positives are also the RoIs the mask head trains on. Returns the values in effect.
     """
     rpn, sampler = net.rpn, net.sampler
     for flag, value in (("--rpn-train-pre-nms", rpn_train_pre_nms), ("--rpn-train-post-nms", rpn_train_post_nms),
@@ -124,16 +125,18 @@ def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nm
                         ("--max-num-gt", max_num_gt)):
         if value is not None and int(value) < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
+    if rcnn_pos_ratio is not None and not 0.0 < float(rcnn_pos_ratio) <= 1.0:
+        raise UserError(f"--rcnn-pos-ratio must be in (0, 1], got {rcnn_pos_ratio}")
     if rpn_train_pre_nms is not None:
         rpn._train_pre_nms = int(rpn_train_pre_nms)
     if rpn_train_post_nms is not None:
         rpn._train_post_nms = int(rpn_train_post_nms)
     rpn._train_post_nms = min(rpn._train_post_nms, rpn._train_pre_nms)
     sampler._num_proposal = rpn._train_post_nms
+    pos_ratio = sampler._max_pos / float(sampler._num_sample) if rcnn_pos_ratio is None else float(rcnn_pos_ratio)
     if rcnn_num_sample is not None:
-        pos_ratio = sampler._max_pos / float(sampler._num_sample)
         net._num_sample = sampler._num_sample = int(rcnn_num_sample)
-        sampler._max_pos = max(1, int(round(rcnn_num_sample * pos_ratio)))
+    sampler._max_pos = max(1, int(round(sampler._num_sample * pos_ratio)))
     if net._num_sample > rpn._train_post_nms:
         raise UserError(f"--rcnn-num-sample {net._num_sample} RoIs cannot be drawn from "
                         f"{rpn._train_post_nms} proposals (--rpn-train-post-nms): raise the proposals or "
@@ -152,7 +155,7 @@ def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nm
     return {"rpn_train_pre_nms": rpn._train_pre_nms, "rpn_train_post_nms": rpn._train_post_nms,
             "rcnn_num_sample": net._num_sample, "rpn_test_pre_nms": rpn._test_pre_nms,
             "rpn_test_post_nms": rpn._test_post_nms, "rcnn_max_dets": net._rcnn_max_dets,
-            "max_num_gt": sampler._max_num_gt}
+            "max_num_gt": sampler._max_num_gt, "rcnn_pos_ratio": sampler._max_pos / float(sampler._num_sample)}
 
 
 def _pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode="align",
@@ -245,10 +248,11 @@ def trainable_params(net, pretrained: bool):
 
 
 def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, max_size: int,
-                    limits: Mapping[str, int], **extra) -> Dict:
+                    limits: Mapping[str, float], **extra) -> Dict:
     """The description stored beside every checkpoint, from which :func:`load_mask_rcnn` rebuilds the net."""
     meta = {"task": TASK, "model": model_name, "classes": class_table(classes),
-            "build_kwargs": {k: int(v) for k, v in limits.items() if k in LIMIT_KEYS and v is not None},
+            "build_kwargs": {k: (float(v) if k == "rcnn_pos_ratio" else int(v))
+                             for k, v in limits.items() if k in LIMIT_KEYS and v is not None},
             "image_scale": {"short": int(short), "max_size": int(max_size)}}
     meta.update(extra)
     return meta

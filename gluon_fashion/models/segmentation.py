@@ -10,6 +10,11 @@ Building: the GluonCV network is created for the requested number of classes wit
 
 GluonCV multiplies the learning rate of both heads by 10 (``lr_mult``); that is kept.
 
+ResNet-18/34 backbones (``resnet18_v1b``/``resnet34_v1b``, dilated like the others): GluonCV's heads are written
+for ResNet-50's 1024/2048-channel features; the convolutions reading the features are resized to the basic-block
+widths (256/512) before initialisation, everything else in the heads is unchanged. No zoo checkpoint exists
+for them.
+
 ``deeplab_plus_xception_coco``: GluonCV 0.10 ships no COCO checkpoint for DeepLabV3+ (the name is not in its
 model store or ``get_model`` table). The best available start is DeepLabV3+ with the ImageNet Xception-65
 backbone (model-store file ``xception``) and freshly initialised ASPP/decoder heads; the build logs a WARNING.
@@ -371,6 +376,9 @@ def load_segmentation_model(params_path: str, ctx) -> Tuple[nn.HybridBlock, Dict
     contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
     net = _construct(kwargs["model"], kwargs["backbone"], kwargs["num_classes"], False, kwargs["base_size"],
                      kwargs["crop_size"])
+    # GluonCV initialised its heads on the CPU, at ResNet-50 widths for the basic-block backbones: allocate
+    # every tensor anew on the requested devices and at the built shapes, so that loading only copies.
+    _init_params(net.collect_params(), contexts)
     path = checkpoint_base(params_path) + ".params"
     try:
         net.load_parameters(path, ctx=contexts, ignore_extra=True)
