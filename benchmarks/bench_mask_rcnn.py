@@ -176,9 +176,11 @@ def bench_convergence(args) -> None:
     out = WORK / "runs" / f"convergence_{int(time.time())}"
     flags = ["--dataset-root", str(root), "--save-prefix", f"{out}/", "--network", args.network,
              "--short", str(args.short), "--max-size", str(args.max_size), "--epochs", str(args.epochs),
-             "--lr", str(args.lr), "--lr-warmup", "100", "--lr-decay-epoch", str(args.lr_decay_epoch or int(args.epochs * 0.75)),
+             "--lr", str(args.lr), "--lr-warmup", "100",
+             "--lr-decay-epoch", str(args.lr_decay_epoch or int(args.epochs * 0.75)),
              "--val-interval", str(args.val_interval), "-j", "1", "--log-interval", "20", "--classes", args.classes,
-             "--rpn-train-pre-nms", "600", "--rpn-train-post-nms", "128", "--rcnn-num-sample", str(args.rcnn_num_sample), "--rcnn-pos-ratio", str(args.rcnn_pos_ratio),
+             "--rpn-train-pre-nms", "600", "--rpn-train-post-nms", "128",
+             "--rcnn-num-sample", str(args.rcnn_num_sample), "--rcnn-pos-ratio", str(args.rcnn_pos_ratio),
              "--rpn-test-pre-nms", "600", "--rpn-test-post-nms", "100"]
     flags += ["--use-fpn"] if args.use_fpn else []
     flags += ["--pretrained-weights", args.pretrained_weights] if args.pretrained_weights else ["--no-pretrained"]

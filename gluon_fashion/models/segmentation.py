@@ -267,8 +267,9 @@ def _fit_heads_to_features(net: nn.Block, c3_channels: int, c4_channels: int) ->
     for head in heads:
         for param in head.collect_params(".*weight").values():
             if len(param.shape) == 4 and param.shape[1] in new_width:
-                # Parameter.shape only fills unknown dimensions; this replaces a known one before any
-                # value exists for it (the later force_reinit allocates the new shape).
+                # Parameter.shape only fills unknown dimensions, so the width is replaced directly. GluonCV
+                # already allocated these at the old width: callers re-initialise every parameter (force_reinit)
+                # before use, which allocates the new shape.
                 param._shape = (param.shape[0], new_width[param.shape[1]]) + tuple(param.shape[2:])
 
 

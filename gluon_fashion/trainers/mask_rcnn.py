@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rpn-train-post-nms", type=int, default=None, help="proposals kept after NMS in training")
     g.add_argument("--rcnn-num-sample", type=int, default=None, help="RoIs sampled per image for the heads")
     g.add_argument("--rcnn-pos-ratio", type=float, default=None,
-                   help="largest fraction of the sampled RoIs that are positives, the RoIs the mask head learns "
-                        "from (GluonCV: 0.25); raise it when few RoIs are sampled")
+                   help="largest fraction of the sampled RoIs that are positives, the RoIs the box and mask heads "
+                        "learn from (GluonCV: 0.25)")
     g.add_argument("--rpn-test-pre-nms", type=int, default=None, help="proposals kept before NMS at test time")
     g.add_argument("--rpn-test-post-nms", type=int, default=None, help="proposals kept after NMS at test time")
     g.add_argument("--rcnn-max-dets", type=int, default=None, help="detections whose masks are computed")
