@@ -326,16 +326,20 @@ def test_zoo_head_replacement_from_local_coco_weights():
         assert params["auxlayer.block.0.weight"].lr_mult == 10
 
 
+def _save_as_store_file(net: nn.Block, name: str) -> dict:
+    """Initialise ``net`` at random and save it as model-store file ``name`` (under $MXNET_HOME); its tensors."""
+    net.initialize(mx.init.Normal(0.05))
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    path = pretrained_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net.save_parameters(str(path))
+    return mx.nd.load(str(path))
+
+
 def test_deeplab_plus_xception_coco_uses_imagenet_backbone_with_warning(caplog):
     from gluoncv.model_zoo.xception import Xception65
 
-    backbone = Xception65()
-    backbone.initialize(mx.init.Normal(0.05))
-    backbone(mx.nd.zeros((1, 3, 32, 32)))
-    path = pretrained_file("xception")
-    path.parent.mkdir(parents=True)
-    backbone.save_parameters(str(path))
-    saved = mx.nd.load(str(path))
+    saved = _save_as_store_file(Xception65(), "xception")
     library_logger = logging.getLogger("gluon_fashion")  # a RunLogger may have stopped its propagation
     library_logger.addHandler(caplog.handler)
     try:
@@ -360,13 +364,7 @@ def test_basic_block_backbones_get_heads_of_their_width(model, tmp_path):
     from gluoncv.model_zoo.resnetv1b import resnet18_v1b
 
     mx.random.seed(2)
-    source = resnet18_v1b(pretrained=False)
-    source.initialize(mx.init.Normal(0.05))
-    source(mx.nd.zeros((1, 3, 32, 32)))
-    path = pretrained_file("resnet18_v1b")
-    path.parent.mkdir(parents=True)
-    source.save_parameters(str(path))
-    saved = mx.nd.load(str(path))
+    saved = _save_as_store_file(resnet18_v1b(pretrained=False), "resnet18_v1b")
     net, kwargs = build_segmentation_model(model, 4, [mx.cpu()], backbone="resnet18", aux=True, base_size=60,
                                            crop_size=50, verify_weights=False)
     assert kwargs["backbone"] == "resnet18"
