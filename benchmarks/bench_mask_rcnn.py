@@ -171,6 +171,7 @@ def bench_train(args) -> None:
 
 # ----------------------------------------------------------------------------------------- convergence
 def bench_convergence(args) -> None:
+    from curves import first_minute_reaching, validation_curve
     from gluon_fashion.trainers.mask_rcnn import build_parser, train
     root = converted_sample("convergence", num_train=160, num_test=0, seed=0, val_num=20)
     out = WORK / "runs" / f"convergence_{int(time.time())}"
@@ -188,16 +189,11 @@ def bench_convergence(args) -> None:
     result = train(build_parser().parse_args(flags))
     minutes = (time.perf_counter() - started) / 60
     prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
-    reached = None
-    with open(prefix + "_metrics.jsonl", encoding="utf-8") as handle:
-        for record in map(json.loads, handle):
-            if record["split"] == "val":
-                at = (record["time"] - started_wall) / 60
-                segm = record["values"]["segm_mAP"]
-                print(f"epoch {record['epoch']:3d} ({at:5.1f} min): segm mAP {segm:.3f}, "
-                      f"bbox mAP {record['values']['bbox_mAP']:.3f}, segm AP50 {record['values']['segm_AP50']:.3f}")
-                if reached is None and segm >= TARGET_SEGM_MAP:
-                    reached = at
+    curve = validation_curve(prefix + "_metrics.jsonl", started_wall)
+    for epoch, minute, values in curve:
+        print(f"epoch {epoch:3d} ({minute:5.1f} min): segm mAP {values['segm_mAP']:.3f}, "
+              f"bbox mAP {values['bbox_mAP']:.3f}, segm AP50 {values['segm_AP50']:.3f}")
+    reached = first_minute_reaching(curve, "segm_mAP", TARGET_SEGM_MAP)
     best = result["best_segm_mAP"] or 0.0
     met = reached is not None and reached <= TARGET_MINUTES
     print(f"{minutes:.1f} min; best segm mAP {best:.3f}; target segm mAP >= {TARGET_SEGM_MAP} within "

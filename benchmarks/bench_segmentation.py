@@ -129,6 +129,7 @@ def speed(args) -> None:
 
 
 def convergence(args) -> None:
+    from curves import first_minute_reaching, validation_curve
     from gluon_fashion.trainers.segmentation import SegmentationTrainer
 
     _use_work_cache()
@@ -145,16 +146,11 @@ def convergence(args) -> None:
     finally:
         trainer.close()
     minutes = (time.perf_counter() - started) / 60
-    with open(trainer.logger.metrics_path, encoding="utf-8") as handle:
-        val = [r for r in map(json.loads, handle) if r["split"] == "val"]
+    curve = validation_curve(trainer.logger.metrics_path, started_wall)
     print("epoch  minutes  val mIoU  pixAcc")
-    reached = None
-    for record in val:
-        at = (record["time"] - started_wall) / 60
-        miou = record["values"]["mIoU"]
-        print(f"{record['epoch']:>5}  {at:7.1f}  {miou:8.3f}  {record['values']['pixAcc']:.3f}")
-        if reached is None and miou >= TARGET_MIOU:
-            reached = at
+    for epoch, minute, values in curve:
+        print(f"{epoch:>5}  {minute:7.1f}  {values['mIoU']:8.3f}  {values['pixAcc']:.3f}")
+    reached = first_minute_reaching(curve, "mIoU", TARGET_MIOU)
     best = result["best_mIoU"] or 0.0
     ok = reached is not None and reached <= TARGET_MINUTES
     print(json.dumps({"minutes": round(minutes, 1), "best_mIoU": best, "best_epoch": result["best_epoch"],

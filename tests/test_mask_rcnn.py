@@ -276,9 +276,10 @@ def test_positive_ratio_sets_the_positives_of_sampler_target_generator_and_check
     assert default.sampler._max_pos == 4 and default.limits["rcnn_pos_ratio"] == 0.25  # GluonCV's 0.25 kept
     meta = checkpoint_meta(MODEL, [0, 1, 2], 160, 224, net.limits)
     assert meta["build_kwargs"]["rcnn_pos_ratio"] == 0.5 and meta["build_kwargs"]["rcnn_num_sample"] == 16
-    for bad in (0.0, 1.5):
+    fresh = build_mask_rcnn(MODEL, range(3), pretrained=False)
+    for bad in (0.0, 1.5):  # refused before anything is changed, so one net serves both
         with pytest.raises(UserError, match=r"--rcnn-pos-ratio must be in \(0, 1\]"):
-            apply_limits(build_mask_rcnn(MODEL, range(3), pretrained=False), rcnn_pos_ratio=bad)
+            apply_limits(fresh, rcnn_pos_ratio=bad)
 
 
 def test_missing_pretrained_weights_named_before_any_data_is_read(data_root, tmp_path, monkeypatch, capsys):

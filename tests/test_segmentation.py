@@ -20,12 +20,12 @@ from mxnet.gluon import nn
 
 from gluon_fashion.convert import convert_imaterialist
 from gluon_fashion.data.semantic import ClassSet, SemanticSegmentation, get_dataset, parse_class_set
+from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.engine.schedules import PolySchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.images import read_rgb
 from gluon_fashion.labels import MAIN_APPAREL_IDS
 from gluon_fashion.models.pretrained import pretrained_file
-from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.models.segmentation import (_construct, _init_params, build_segmentation_model, checkpoint_meta,
                                                classifier_convs, load_segmentation_model, predict_label_map)
 from gluon_fashion.rle import coco_to_mask, mask_to_coco, nearest_indices

@@ -259,7 +259,7 @@ def _fit_heads_to_features(net: nn.Block, c3_channels: int, c4_channels: int) ->
     GluonCV writes its heads for ResNet-50 features (c3 1024, c4 2048 channels: ASPP's five input branches,
     the FCN head, the auxiliary head, PSP's pyramid convolutions) and PSP's fusion conv for c4 concatenated
     with four c4/4-wide pyramid maps (4096). Only those weights' input dimension changes; widths inside the
-    heads stay GluonCV's. The weights get their values when the network is initialised afterwards.
+    heads stay GluonCV's.
     """
     c3_gluon, c4_gluon = _GLUONCV_FEATURE_CHANNELS
     new_width = {c3_gluon: c3_channels, c4_gluon: c4_channels, 2 * c4_gluon: c4_channels + c4_gluon}
