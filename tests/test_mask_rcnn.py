@@ -266,6 +266,18 @@ def test_random_init_trains_every_layer_fine_tuning_keeps_gluoncvs_frozen_stem()
     assert not fine_tune & set(stem) and set(stem) <= from_scratch and fine_tune < from_scratch
 
 
+def test_random_init_is_he_in_the_backbone_and_gluoncvs_own_in_the_heads():
+    net = build_mask_rcnn(MODEL, range(3), pretrained=False, **LIMITS)
+    net(mx.nd.zeros((1, 3, 256, 320)))  # GluonCV's convolutions infer their input width on the first pass
+    params = net.collect_params()
+    for name in ("resnetv1b_conv0_weight", "resnetv1b_layers1_conv0_weight", "resnetv1b_layers4_conv1_weight"):
+        weight = params[name].data().asnumpy()
+        he_std = math.sqrt(2.0 / np.prod(weight.shape[1:]))  # 0.117 for the stem, 0.021 in stage 4
+        assert abs(weight.std() / he_std - 1) < 0.05, name
+    rpn_conv = net.rpn.conv1[0].weight.data().asnumpy()  # GluonCV's Normal(0.01)
+    assert abs(rpn_conv.std() - 0.01) < 0.001
+
+
 def test_positive_ratio_sets_the_positives_of_sampler_target_generator_and_checkpoint():
     from gluon_fashion.models.mask_rcnn import checkpoint_meta
 

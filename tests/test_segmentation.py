@@ -25,8 +25,9 @@ from gluon_fashion.engine.schedules import PolySchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.images import read_rgb
 from gluon_fashion.labels import MAIN_APPAREL_IDS
+from gluon_fashion.models.initialization import initialize_params
 from gluon_fashion.models.pretrained import pretrained_file
-from gluon_fashion.models.segmentation import (_construct, _init_params, build_segmentation_model, checkpoint_meta,
+from gluon_fashion.models.segmentation import (_construct, build_segmentation_model, checkpoint_meta,
                                                classifier_convs, load_segmentation_model, predict_label_map)
 from gluon_fashion.rle import coco_to_mask, mask_to_coco, nearest_indices
 from gluon_fashion.sample import make_sample_dataset
@@ -260,7 +261,7 @@ def test_background_replacement_keeps_garment_pixels():
 # ------------------------------------------------------------------------------------------- models
 def test_any_crop_size_and_input_size():
     net = _construct("deeplabv3", "resnet50", 5, True, base_size=60, crop_size=50)
-    _init_params(net.collect_params(), [mx.cpu()])
+    initialize_params(net.collect_params(), [mx.cpu()])
     net.hybridize()
     for shape in [(2, 3, 50, 50), (1, 3, 37, 61)]:
         outputs = net(mx.nd.random.uniform(shape=shape))
@@ -271,7 +272,7 @@ def test_shape_free_forward_matches_gluoncv_at_the_crop_size(tmp_path):
     from gluoncv.model_zoo.deeplabv3 import DeepLabV3
 
     ours = _construct("deeplabv3", "resnet50", 5, True, base_size=72, crop_size=64)
-    _init_params(ours.collect_params(), [mx.cpu()])
+    initialize_params(ours.collect_params(), [mx.cpu()])
     x = mx.nd.random.uniform(shape=(1, 3, 64, 64))
     expected = ours(x)
     ours.save_parameters(str(tmp_path / "w.params"))
@@ -301,7 +302,7 @@ def test_zoo_head_replacement_from_local_coco_weights():
     # A randomly initialised network of exactly the deeplab_resnet101_coco shape, under the store's file name.
     mx.random.seed(1)
     source = _construct("deeplabv3", "resnet101", 21, True, base_size=520, crop_size=480)
-    _init_params(source.collect_params(), [mx.cpu()])
+    initialize_params(source.collect_params(), [mx.cpu()])
     source(mx.nd.zeros((1, 3, 32, 32)))  # finish deferred initialisation
     path = pretrained_file("deeplab_resnet101_coco")
     assert str(path).startswith(os.environ["MXNET_HOME"])

@@ -40,6 +40,7 @@ from ..images import PathLike, read_rgb_at_least
 from ..labels import CATEGORY_NAMES, COCO_CLASS_FOR_CATEGORY, NUM_CATEGORIES
 from ..rle import runs_to_coco
 from ..transforms.instance import MaskRCNNValTransform, scaled_size
+from .initialization import initialize_params
 from .pretrained import load_state_matching, require_pretrained
 
 TASK = "mask_rcnn"
@@ -195,7 +196,8 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
 
     ``classes``: Kaggle category ids (or ``{"id", "name"}`` dicts) in label order. ``pretrained``: start from
     the COCO weights of GluonCV's model store (UserError naming the file when absent; nothing is downloaded);
-    ``pretrained_weights``: a COCO ``.params`` file to use instead. Without either, random initialisation.
+    ``pretrained_weights``: a COCO ``.params`` file to use instead. Without either, random initialisation
+    (:func:`models.initialization.scratch_initializer` where GluonCV sets no initialiser of its own).
     ``verify_weights``: check the model-store file's sha1 (GluonCV's own check, which would otherwise try a
     download). ``limits``: see :func:`apply_limits`. The net gets ``category_ids`` and ``limits`` attributes.
     """
@@ -221,7 +223,7 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
     in_effect = apply_limits(net, **limits)
     if net.num_stages > 1 and any(c.device_type == "cpu" for c in contexts):
         net._pyramid_roi_feats = types.MethodType(_pyramid_roi_feats, net)
-    net.initialize(ctx=contexts)
+    initialize_params(net.collect_params(), contexts, force=False)
     reuse = None
     if weights is not None:
         copied, skipped = load_state_matching(net, str(weights), contexts, log=log.info)

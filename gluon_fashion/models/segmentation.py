@@ -43,6 +43,7 @@ from mxnet.gluon import nn
 from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
 from ..errors import UserError
 from ..transforms.semantic import normalize_image, resize_image, scaled_size
+from .initialization import initialize_params
 from .pretrained import load_state_matching, require_pretrained, required_weights
 
 if TYPE_CHECKING:
@@ -293,15 +294,6 @@ def classifier_convs(net: nn.Block) -> List[nn.Conv2D]:
     return convs
 
 
-def _init_params(params, ctx: Sequence[mx.Context], force: bool = True) -> None:
-    # MSRA-style init for convolutions trained from scratch; parameters with their own initialiser
-    # (BatchNorm gamma/beta/statistics, biases) keep it.
-    init = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        params.initialize(init, ctx=list(ctx), force_reinit=force)
-
-
 def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Context], backbone: Optional[str] = None,
                              aux: bool = True, base_size: int = 520, crop_size: int = 480,
                              model_zoo: Optional[str] = None, pretrained: bool = True,
@@ -324,7 +316,7 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
     names = pretrained_weights_for(model, backbone, model_zoo, pretrained)
     files = require_weights(names, model_zoo, root=root, verify=verify_weights)
     net = _construct(model, backbone, num_classes, aux, base_size, crop_size, norm_layer, norm_kwargs)
-    _init_params(net.collect_params(), ctx)
+    initialize_params(net.collect_params(), ctx)
     if entry is not None and entry.note and files:
         log.warning("%s", entry.note)
     for path in files:
@@ -333,7 +325,7 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
             raise UserError(f"{path}: no tensor matches {model}/{backbone}; is it the right weights file?")
     if entry is not None and entry.whole_model and files:
         for conv in classifier_convs(net):
-            _init_params(conv.collect_params(), ctx)
+            initialize_params(conv.collect_params(), ctx)
         log.info("%s: classifier convolutions re-initialised for %d classes (head%s)", model_zoo, num_classes,
                  " and auxiliary head" if aux else "")
     if not files:
@@ -379,7 +371,7 @@ def load_segmentation_model(params_path: str, ctx) -> Tuple[nn.HybridBlock, Dict
                      kwargs["crop_size"])
     # GluonCV initialised its heads on the CPU, at ResNet-50 widths for the basic-block backbones: allocate
     # every tensor anew on the requested devices and at the built shapes, so that loading only copies.
-    _init_params(net.collect_params(), contexts)
+    initialize_params(net.collect_params(), contexts)
     path = checkpoint_base(params_path) + ".params"
     try:
         net.load_parameters(path, ctx=contexts, ignore_extra=True)
