@@ -197,7 +197,7 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
     ``classes``: Kaggle category ids (or ``{"id", "name"}`` dicts) in label order. ``pretrained``: start from
     the COCO weights of GluonCV's model store (UserError naming the file when absent; nothing is downloaded);
     ``pretrained_weights``: a COCO ``.params`` file to use instead. Without either, random initialisation
-    (:func:`models.initialization.scratch_initializer` where GluonCV sets no initialiser of its own).
+    (:class:`models.initialization.ScratchInit` where GluonCV sets no initialiser of its own).
     ``verify_weights``: check the model-store file's sha1 (GluonCV's own check, which would otherwise try a
     download). ``limits``: see :func:`apply_limits`. The net gets ``category_ids`` and ``limits`` attributes.
     """
