@@ -12,12 +12,12 @@ import sys
 from typing import List, Optional
 
 from gluon_fashion.errors import cli_entry
-from gluon_fashion.trainers.segmentation import SegmentationConfig, build_parser, train
+from gluon_fashion.trainers.segmentation import build_parser, train
 
 
 @cli_entry
 def main(argv: Optional[List[str]] = None) -> int:
-    train(SegmentationConfig.from_namespace(build_parser().parse_args(argv)))
+    train(build_parser().parse_args(argv))
     return 0
 
 

@@ -111,7 +111,7 @@ def test_segmentation_dist_sync_two_workers(sample_root, tmp_path):
     (folder, files), = writers.items()
     run = "train_logs/imaterialist/deeplabv3/dist/deeplabv3_resnet50"
     for suffix in ("_config.json", "_train.log", "_metrics.jsonl", f"_{epochs - 1:04d}.params",
-                   f"_{epochs - 1:04d}.states", "_last.params", "_last.states", "_best.params", "_val.json",
+                   f"_{epochs - 1:04d}.states", "_last.params", "_last.states", "_best.params", "_val_metrics.json",
                    "_losses.png"):
         assert run + suffix in files, (suffix, files)
     log_text = (folder / (run + "_train.log")).read_text()
@@ -192,7 +192,10 @@ _HOROVOD = importlib.util.find_spec("horovod") is not None
     ("train_segmentation.py", ["--kvstore", "dist_sync"], "error: --kvstore dist_sync needs the environment of a "
                                                           "distributed job, but DMLC_ROLE"),
     ("train_segmentation.py", ["--kvstore", "dist_async"], "error: --kvstore dist_async is not supported"),
-    ("train_segmentation.py", ["--dist-timeout", "-1"], "error: --dist-timeout must be >= 0 seconds"),
+    ("train_segmentation.py", ["--dist-timeout", "-1"], "error: --dist-timeout must be >= 0, got -1"),
+    # Both of GluonCV's spellings work in both trainers, and errors name the one typed.
+    ("train_segmentation.py", ["--kv-store", "dist_async"], "error: --kv-store dist_async is not supported"),
+    ("train_mask_rcnn.py", ["--kvstore", "dist_async"], "error: --kvstore dist_async is not supported"),
     ("train_mask_rcnn.py", ["--kv-store", "dist_sync"], "error: --kv-store dist_sync needs the environment of a "
                                                         "distributed job, but DMLC_ROLE"),
     ("train_mask_rcnn.py", ["--dist-timeout", "-1"], "error: --dist-timeout must be >= 0"),

@@ -340,13 +340,16 @@ def test_restore_errors_name_the_file(tmp_path):
 
 def test_resume_paths_and_fresh_run_guard(tmp_path):
     net, trainer = _tiny_net()
-    assert CheckpointManager(str(tmp_path / "not_yet" / "m"), META).resolve_resume("latest") is None
+    with pytest.raises(UserError, match="--resume latest: no checkpoint yet"):
+        CheckpointManager(str(tmp_path / "not_yet" / "m"), META).resolve_resume("latest")
     manager = CheckpointManager(str(tmp_path / "m"), META)
-    assert manager.resolve_resume("latest") is None and manager.resolve_resume("") is None
+    assert manager.resolve_resume("") is None and manager.resolve_resume(None) is None
     manager.ensure_new_run()
     manager.save(net, trainer, epoch=0, iteration=1)
     assert manager.resolve_resume("latest") == manager.last_path
-    assert manager.resolve_resume("x.params") == "x.params"
+    assert manager.resolve_resume(manager.epoch_path(0)) == manager.epoch_path(0)
+    with pytest.raises(UserError, match="x.params: neither a checkpoint"):
+        manager.resolve_resume("x.params")
     with pytest.raises(UserError, match="--save-prefix.*--resume latest"):
         manager.ensure_new_run()
 
@@ -624,8 +627,9 @@ class _ScriptedRun(TrainingRun):
     """A TrainingRun (the shell the two trainers share) whose build or fit fails on request."""
 
     def __init__(self, prefix, fail_in):
+        self.args = argparse.Namespace(dist_timeout=0)
         self.dist, self.prefix, self.fail_in = DistInfo(kv_store="device"), prefix, fail_in
-        self.open_run(prefix, {"fail_in": fail_in}, dist_timeout=0)
+        self.open_run({"fail_in": fail_in})
 
     def build(self):
         if self.fail_in == "build":

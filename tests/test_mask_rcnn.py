@@ -353,21 +353,21 @@ def test_flag_errors_are_user_errors(capsys):
 def test_resume_accepts_a_checkpoint_a_prefix_or_latest(tmp_path):
     from gluon_fashion.engine import CheckpointManager
     from gluon_fashion.models.mask_rcnn import checkpoint_meta
-    from gluon_fashion.trainers.mask_rcnn import resume_checkpoint, run_prefix
+    from gluon_fashion.trainers.mask_rcnn import run_prefix
     prefix = run_prefix(f"{tmp_path}/", RUN)
     assert prefix == str(tmp_path / RUN) and run_prefix("runs/exp1_", RUN) == "runs/exp1_" + RUN
     manager = CheckpointManager(prefix, checkpoint_meta(MODEL, [0], 160, 224, {}))
-    assert resume_checkpoint("", manager) is None
+    assert manager.resolve_resume("") is None
     with pytest.raises(UserError, match="no checkpoint yet"):
-        resume_checkpoint("latest", manager)
+        manager.resolve_resume("latest")
     tiny = mx.gluon.nn.Dense(2, in_units=3)
     tiny.initialize()
     manager.save(tiny, None, epoch=2, iteration=6)
-    assert resume_checkpoint("latest", manager) == prefix + "_last.params"
-    assert resume_checkpoint(prefix, manager) == prefix + "_last.params"
-    assert resume_checkpoint(prefix + "_0002.json", manager) == prefix + "_0002.params"
+    assert manager.resolve_resume("latest") == prefix + "_last.params"
+    assert manager.resolve_resume(prefix) == prefix + "_last.params"
+    assert manager.resolve_resume(prefix + "_0002.json") == prefix + "_0002.params"
     with pytest.raises(UserError, match="neither a checkpoint"):
-        resume_checkpoint(prefix + "_0007.params", manager)
+        manager.resolve_resume(prefix + "_0007.params")
 
 
 # ------------------------------------------------------------------------------------- training
@@ -441,12 +441,13 @@ def test_sigkill_then_resume_continues_at_the_same_iteration(data_root, tmp_path
     assert (f"epoch {state['epoch']}, iteration {state['iteration']}, skipping {state['batch_in_epoch']} batch"
             in log_text)
     resumed = [r for r in _metrics(prefix) if r["split"] == "train_iter" and r["time"] > killed_at]
-    assert [r["step"] for r in resumed] == list(range(state["iteration"], 8))
+    # A record's step counts the updates done, its own included: the first after resuming is iteration + 1.
+    assert [r["step"] for r in resumed] == list(range(state["iteration"] + 1, 9))
     assert resumed[0]["epoch"] == state["epoch"]
-    assert [r["epoch"] for r in resumed] == [step // 4 for step in range(state["iteration"], 8)]
+    assert [r["epoch"] for r in resumed] == [(step - 1) // 4 for step in range(state["iteration"] + 1, 9)]
     schedule = WarmupStepSchedule(0.01, 4, [1], factor=0.1, warmup_iters=3, warmup_factor=1 / 3)
     for record in resumed:
-        assert record["values"]["lr"] == pytest.approx(schedule(record["step"]))
+        assert record["values"]["lr"] == pytest.approx(schedule(record["step"] - 1))
     final = json.loads(Path(prefix + "_last.json").read_text())
     assert final["kind"] == "epoch" and final["epoch"] == 1 and final["iteration"] == 8
     assert os.path.exists(prefix + "_best.params")

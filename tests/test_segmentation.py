@@ -31,7 +31,8 @@ from gluon_fashion.models.segmentation import (_construct, build_segmentation_mo
                                                classifier_convs, load_segmentation_model, predict_label_map)
 from gluon_fashion.rle import coco_to_mask, mask_to_coco, nearest_indices
 from gluon_fashion.sample import make_sample_dataset
-from gluon_fashion.trainers.segmentation import evaluate_batches, pixel_cross_entropy
+from gluon_fashion.evaluation.segmentation import evaluate_batches
+from gluon_fashion.trainers.segmentation import pixel_cross_entropy
 from gluon_fashion.transforms.semantic import (IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform,
                                                scaled_size)
 
@@ -493,14 +494,14 @@ def test_evaluate_batches_scores_a_known_detector(tmp_path):
 def test_training_two_contexts_writes_run_files(trained, sample_root):
     prefix = trained / "deeplabv3_resnet50"
     for suffix in ("_config.json", "_train.log", "_metrics.jsonl", "_0000.params", "_0000.states", "_last.json",
-                   "_best.params", "_val.json", "_losses.png", "_lr.png"):
+                   "_best.params", "_val_metrics.json", "_losses.png", "_lr.png"):
         assert Path(str(prefix) + suffix).is_file(), suffix
     meta = json.loads(Path(str(prefix) + "_0000.json").read_text())
     assert meta["task"] == "segmentation" and meta["build_kwargs"]["num_classes"] == 14
     iters = 4  # 8 training images, batch 2
     assert meta["iteration"] == iters
     assert (meta["resume"]["epoch"], meta["resume"]["iteration"], meta["resume"]["batch_in_epoch"]) == (1, iters, 0)
-    val = json.loads(Path(str(prefix) + "_val.json").read_text())
+    val = json.loads(Path(str(prefix) + "_val_metrics.json").read_text())
     assert 0.0 <= val["mIoU"] <= 1.0 and 0.0 <= val["pixAcc"] <= 1.0 and len(val["iou_per_class"]) == 14
     assert [r["values"]["mIoU"] for r in _metrics(trained, "val")] == [val["mIoU"]]
     log_text = (trained / "deeplabv3_resnet50_train.log").read_text()
@@ -551,13 +552,41 @@ def test_eval_only_and_eval_tool_with_tta(trained, sample_root, tmp_path, capsys
     assert meta["classes"]["names"][0] == "background" and not hasattr(net, "auxlayer")
 
 
+def test_eval_latest_names_the_runs_last_checkpoint(trained, sample_root, monkeypatch, capsys):
+    monkeypatch.chdir(trained.parents[3])
+    args = _common_args(sample_root) + ["--checkname", "two_ctx", "--eval", "--resume", "latest"]
+    assert train_script.main(args) == 0
+    out = capsys.readouterr().out
+    assert "deeplabv3_resnet50_last.params" in out and "mIoU" in out
+    assert train_script.main(_common_args(sample_root) + ["--checkname", "nothing_here", "--eval", "--resume",
+                                                          "latest"]) == 2
+    assert "--resume latest: no checkpoint yet" in capsys.readouterr().err
+
+
+def test_pretrained_weights_from_a_checkpoint_with_other_classes(trained, sample_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    weights = str(trained / "deeplabv3_resnet50_best.params")
+    args = [a for a in _common_args(sample_root) if a != "--no-pretrained"]
+    assert train_script.main(args + ["--pretrained-weights", weights, "--binary", "--checkname", "from_ckpt",
+                                     "--epochs", "1", "--batch-size", "8"]) == 0
+    run = tmp_path / "train_logs" / "imaterialist" / "deeplabv3" / "from_ckpt"
+    log_text = (run / "deeplabv3_resnet50_train.log").read_text()
+    copied = [line for line in log_text.splitlines() if f"{weights}: copied" in line]
+    assert copied and "2 shape mismatches" in copied[0]  # the 14-class classifier's weight and bias
+    assert "classifier convolutions re-initialised for 2 classes" in log_text
+    meta = json.loads((run / "deeplabv3_resnet50_last.json").read_text())
+    assert meta["pretrained"] == weights and meta["build_kwargs"]["num_classes"] == 2
+    assert train_script.main(args + ["--pretrained-weights", str(tmp_path / "missing.params"),
+                                     "--checkname", "x"]) == 2
+
+
 def test_binary_training_with_background_replacement(sample_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = _common_args(sample_root) + ["--checkname", "bin", "--epochs", "1", "--batch-size", "8", "--binary",
                                         "--bg-replace", "1.0", "--save-interval", "5"]
     assert train_script.main(args) == 0
     run = tmp_path / "train_logs" / "imaterialist" / "deeplabv3" / "bin"
-    val = json.loads((run / "deeplabv3_resnet50_val.json").read_text())
+    val = json.loads((run / "deeplabv3_resnet50_val_metrics.json").read_text())
     assert list(val["iou_per_class"]) == ["background", "garment"]
     meta = json.loads((run / "deeplabv3_resnet50_best.json").read_text())
     assert meta["classes"]["binary"] is True and meta["build_kwargs"]["num_classes"] == 2

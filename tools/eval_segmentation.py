@@ -15,7 +15,7 @@ import mxnet as mx
 
 from gluon_fashion.errors import UserError, cli_entry
 from gluon_fashion.predict import predict_to_folder
-from gluon_fashion.trainers.segmentation import evaluate_checkpoint, parse_scales
+from gluon_fashion.evaluation.segmentation import evaluate_checkpoint, parse_scales
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

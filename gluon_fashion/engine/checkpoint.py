@@ -174,29 +174,33 @@ class CheckpointManager:
         """True when this prefix already holds a complete ``_last`` checkpoint."""
         return os.path.exists(self.prefix + "_last.json")
 
-    def resolve_resume(self, resume: Optional[str]) -> Optional[str]:
-        """``--resume`` value -> checkpoint path; "" / None -> None (fresh start).
+    def resolve_resume(self, resume: Optional[str], flag: str = "--resume") -> Optional[str]:
+        """``--resume`` value -> the ``.params`` path to load; "" / None -> None (a fresh run).
 
-        "latest": ``<prefix>_last.params``; if a kill left it inconsistent, the newest intact epoch
-        checkpoint (with a warning); None when this prefix has no checkpoint yet; UserError when it has
-        checkpoints but none is intact.
+        "latest" (or "last"): ``<prefix>_last.params``; if a kill left it inconsistent, the newest intact epoch
+        checkpoint (with a warning). Otherwise a checkpoint (its ``.params``, ``.json`` or common base) or a
+        prefix whose ``_last`` checkpoint to load. UserError when there is nothing to resume from.
         """
         if not resume:
             return None
-        if resume not in ("latest", "last"):
-            return resume
-        if self.has_checkpoint():
-            if _is_intact(self.prefix + "_last"):
-                return self.last_path
-            log.warning("%s is incomplete (the run was killed while replacing it); looking for the newest "
-                        "intact epoch checkpoint", self.last_path)
-        for _, base in reversed(self._epoch_checkpoints()):
-            if _is_intact(base):
-                return base + ".params"
-        if self.has_checkpoint() or self._epoch_checkpoints():
-            raise UserError(f"--resume {resume}: no intact checkpoint under {self.prefix}_* (files do not match "
-                            "their .json); pass a checkpoint path explicitly or start a new run elsewhere")
-        return None
+        if resume in ("latest", "last"):
+            if self.has_checkpoint():
+                if _is_intact(self.prefix + "_last"):
+                    return self.last_path
+                log.warning("%s is incomplete (the run was killed while replacing it); looking for the newest "
+                            "intact epoch checkpoint", self.last_path)
+            for _, base in reversed(self._epoch_checkpoints()):
+                if _is_intact(base):
+                    return base + ".params"
+            if self.has_checkpoint() or self._epoch_checkpoints():
+                raise UserError(f"{flag} {resume}: no intact checkpoint under {self.prefix}_* (files do not match "
+                                "their .json); pass a checkpoint path explicitly or start a new run elsewhere")
+            raise UserError(f"{flag} {resume}: no checkpoint yet at {self.last_path}")
+        for candidate in (checkpoint_base(resume) + ".params", resume + "_last.params"):
+            if os.path.isfile(candidate) and os.path.isfile(checkpoint_base(candidate) + ".json"):
+                return candidate
+        raise UserError(f"{flag} {resume}: neither a checkpoint (.params with its .json) nor a prefix with a "
+                        "_last checkpoint")
 
     def ensure_new_run(self, flag: str = "--save-prefix") -> None:
         """Refuse to start a fresh run over an existing run's checkpoints (they would be overwritten)."""

@@ -10,10 +10,14 @@ import numpy as np
 from ..errors import UserError
 
 
-def parse_gpus(gpus: Optional[str], num_cpu_contexts: int = 1) -> list:
-    """Turn a ``--gpus`` value ("0,1,2"; empty or None = CPU) into a list of MXNet contexts."""
+def parse_gpus(gpus: Optional[str], num_cpu_contexts: int = 1, flag: str = "--gpus") -> list:
+    """Turn a ``--gpus`` value ("0,1,2"; empty or None = CPU) into a list of MXNet contexts.
+
+    ``flag``: the spelling the user typed; "--ngpus" (a GPU count, stored as the ids it means) gets its
+    errors phrased as counts.
+    """
     if num_cpu_contexts < 1:
-        raise UserError(f"the number of CPU contexts must be at least 1, got {num_cpu_contexts}")
+        raise UserError(f"--cpu-contexts must be at least 1, got {num_cpu_contexts}")
     text = "" if gpus is None else str(gpus).strip()
     if not text:
         return [mx.cpu(i) for i in range(num_cpu_contexts)]
@@ -22,17 +26,19 @@ def parse_gpus(gpus: Optional[str], num_cpu_contexts: int = 1) -> list:
         part = part.strip()
         if not part.isdigit():
             raise UserError(
-                f"--gpus {text!r}: expected comma-separated GPU ids such as '0' or '0,1,2' "
+                f"{flag} {text!r}: expected comma-separated GPU ids such as '0' or '0,1,2' "
                 f"(leave it empty to run on CPU); {part!r} is not a GPU id")
         ids.append(int(part))
     if len(set(ids)) != len(ids):
-        raise UserError(f"--gpus {text!r}: a GPU id is listed twice")
+        raise UserError(f"{flag} {text!r}: a GPU id is listed twice")
     available = mx.context.num_gpus()
     if max(ids) >= available:
-        hint = ("this MXNet build or machine has no usable GPU; leave --gpus empty to run on CPU"
-                if available == 0 else f"valid ids are 0..{available - 1}")
-        raise UserError(f"--gpus {text!r} asks for GPU {max(ids)} but MXNet found "
-                        f"{available} GPU(s): {hint}")
+        no_gpu = "this MXNet build or machine has no usable GPU"
+        if flag == "--ngpus":
+            hint = f"{no_gpu}; use --ngpus 0 to run on CPU" if available == 0 else f"use at most --ngpus {available}"
+            raise UserError(f"--ngpus {len(ids)} asks for {len(ids)} GPU(s) but MXNet found {available}: {hint}")
+        hint = f"{no_gpu}; leave {flag} empty to run on CPU" if available == 0 else f"valid ids are 0..{available - 1}"
+        raise UserError(f"{flag} {text!r} asks for GPU {max(ids)} but MXNet found {available} GPU(s): {hint}")
     return [mx.gpu(i) for i in ids]
 
 

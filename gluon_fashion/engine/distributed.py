@@ -34,12 +34,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon.parameter import DeferredInitializationError
 
+from ..compat import init_trainer_kvstore, kvstore_barrier, skip_kvstore_barrier_before_exit
 from ..cpu_threads import threads_per_process
 from ..errors import UserError
 from ..fileio import atomic_save
@@ -48,7 +49,6 @@ from .context import epoch_seed
 __all__ = [
     "DIST_KV_STORES", "DUMP_PARAMS_ENV", "LOCAL_KV_STORES", "LOOPBACK_ENV", "MASTER_WORK_TIMEOUT_FACTOR",
     "WATCHDOG_EXIT_CODE", "DistInfo", "StepWatchdog", "abandon_job", "barrier", "dump_final_parameters",
-    "finish_epoch",
     "horovod_context",
     "init_distributed", "launch_local", "make_trainer", "scale_for_workers", "shard_indices", "sync_parameters",
 ]
@@ -160,9 +160,8 @@ def abandon_job(dist: DistInfo) -> None:
     """
     if dist.kvstore is None:
         return
-    from mxnet.base import _LIB, check_call
     with contextlib.suppress(Exception):  # already failing: this must not mask the real error
-        check_call(_LIB.MXKVStoreSetBarrierBeforeExit(dist.kvstore.handle, ctypes.c_int(0)))
+        skip_kvstore_barrier_before_exit(dist.kvstore)
 
 
 def _init_horovod(kv_store: str) -> DistInfo:
@@ -292,34 +291,8 @@ def sync_parameters(params, trainer, dist: DistInfo) -> None:
     # pulls it. Then wait: those pulls run asynchronously, and the first gradient push of the same key may
     # reach the server before a pull and replace the stored weights, so that worker would start from zeros
     # (seen with Mask R-CNN on a loaded machine when this used trainer.allreduce_grads()).
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
+    init_trainer_kvstore(trainer)
     mx.nd.waitall()
-
-
-def finish_epoch(dist: DistInfo, watchdog: "StepWatchdog", dist_timeout: float, epoch: int, iteration: int,
-                 checkpoints, net, trainer, validate: Callable[[], Optional[float]],
-                 plot: Callable[[], None]) -> Optional[float]:
-    """The end of a training epoch, shared by both trainers; returns the validation metric (None if skipped).
-
-    All workers meet at a guarded barrier (the epoch's last gradient exchange ends there, under the watchdog);
-    worker 0 alone validates (``validate`` returns the metric, or None when this epoch is not validated),
-    saves the epoch checkpoint, updates the best one and draws the plots; then all meet again with a longer
-    timeout, since that work is not guarded on worker 0.
-    """
-    barrier(dist, watchdog, f"end of epoch {epoch}")
-    metric = None
-    if dist.is_master:
-        metric = validate()
-        checkpoints.save(net, trainer, epoch, iteration, metric=metric)
-        if metric is not None:
-            checkpoints.update_best(net, epoch, iteration, metric)
-        plot()
-    barrier(dist, watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
-            timeout_s=MASTER_WORK_TIMEOUT_FACTOR * dist_timeout)
-    return metric
 
 
 def dump_final_parameters(net, dist: DistInfo) -> Optional[str]:
@@ -455,7 +428,7 @@ def barrier(dist: DistInfo, watchdog: Optional[StepWatchdog] = None, what: str =
             import horovod.mxnet as hvd
             hvd.allreduce(mx.nd.zeros((1,)), name=f"barrier.{what}").wait_to_read()
         else:
-            dist.kvstore._barrier()  # the public API has no barrier; this is what MXNet's own examples call
+            kvstore_barrier(dist.kvstore)
 
 
 # ---------------------------------------------------------------------------------------------------- launcher

@@ -1,31 +1,123 @@
-"""The shell around both trainers: run logger and step watchdog opened before a trainer builds its network
-and data, closed on every way out, and a failing run taken out of its distributed job."""
+"""The training run both trainers are: its set-up, its files, and the one training loop.
+
+A trainer subclasses :class:`TrainingRun` and supplies only what is its own (a template method, as
+detectron2's ``TrainerBase.train``):
+
+* ``__init__``: ``super().__init__(args)`` (flags checked, distributed job joined, devices chosen), then its
+  paths and checkpoint description, ending with :meth:`TrainingRun.open_run`;
+* :meth:`build`: network, data, optimizer; sets the attributes listed on the class;
+* :meth:`train_step`: one batch in, forward and backward, named losses out (the engine checks them and
+  updates the weights);
+* :meth:`validate`: a :class:`Validation` (the checkpoint metric, scalars to log, details for the JSON file).
+
+The engine owns everything else: resume, the epoch and iteration loop, the step watchdog, throughput, the
+log and metrics cadence, mid-epoch saves, staged fine-tuning, and the end of each epoch (barrier, worker 0
+validates, checkpoints and plots, barrier). :meth:`TrainingRun.fit` is the whole loop.
+"""
 from __future__ import annotations
 
-from typing import Dict, Mapping
+import argparse
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
 
-from .distributed import DistInfo, StepWatchdog, abandon_job
+import mxnet as mx
+
+from ..fileio import atomic_write_json
+from .checkpoint import read_checkpoint_meta
+from .context import parse_gpus
+from .distributed import (MASTER_WORK_TIMEOUT_FACTOR, DistInfo, StepWatchdog, abandon_job, barrier,
+                          dump_final_parameters, horovod_context, init_distributed, sync_parameters)
+from .flags import check_bounds, check_shared_flags, flag_name
 from .logger import RunLogger
 from .plots import plot_metrics_or_warn
+from .progress import Throughput, check_finite, progress
+from .stages import StagePlan
+
+log = logging.getLogger("gluon_fashion.engine.run")
+
+
+@dataclass
+class Validation:
+    """What a trainer's validation returns: ``metric`` decides the best checkpoint (higher is better),
+    ``scalars`` go to the metrics JSONL and TensorBoard, ``details`` to ``<prefix>_val_metrics.json``."""
+
+    metric: float
+    scalars: Dict[str, float]
+    details: Dict = field(default_factory=dict)
+
+
+class _Averages:
+    """Running sums of named losses, for means over a logging window or an epoch."""
+
+    def __init__(self) -> None:
+        self.sums: Dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: Mapping[str, float]) -> None:
+        self.count += 1
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def means(self) -> Dict[str, float]:
+        return {name: total / max(self.count, 1) for name, total in self.sums.items()}
 
 
 class TrainingRun:
-    """Base of the Mask R-CNN and segmentation trainers. A subclass sets ``self.dist`` (its
-    ``engine.distributed`` job) and ``self.prefix`` (the path prefix of the run's files), calls
-    :meth:`open_run` at the end of ``__init__`` and implements :meth:`build` and :meth:`fit`;
-    :func:`run_training` drives it."""
+    """Base of the Mask R-CNN and segmentation trainers; :func:`run_training` drives it.
 
-    dist: DistInfo
-    prefix: str
-    logger: RunLogger
-    watchdog: StepWatchdog
+    Set by ``__init__`` here: ``args``, ``dist``, ``contexts``. Set by the subclass before :meth:`open_run`:
+    ``prefix`` (path prefix of the run's files), ``checkpoints`` (its CheckpointManager), ``resume_path``.
+    Set by :meth:`build`: ``net``, ``trainer`` (gluon.Trainer), ``train_loader`` over ``batches`` (an
+    ``EpochTaggedBatches``), ``iters_per_epoch``, ``schedule`` (iteration -> learning rate), ``batch_size``
+    (per worker), ``lr`` (base rate, for the log), ``trained_params`` (names of the parameters the default
+    recipe trains; staged fine-tuning picks among them).
+    """
 
-    def open_run(self, prefix: str, config: Mapping, dist_timeout: float) -> None:
+    #: Lower bounds of the trainer's own numeric flags (destination -> smallest valid value).
+    flag_bounds: Mapping[str, float] = {}
+
+    def __init__(self, args: argparse.Namespace):
+        check_shared_flags(args)
+        check_bounds(args, self.flag_bounds)
+        self.args = args
+        self.dist: DistInfo = init_distributed(args.kv_store, args.horovod, connect_timeout_s=args.dist_timeout,
+                                               flag=flag_name(args, "kv_store"))
+        if self.dist.horovod:  # one process per GPU
+            self.contexts: List[mx.Context] = [horovod_context(bool(args.gpus))]
+        else:
+            self.contexts = parse_gpus(args.gpus, args.cpu_contexts, flag=flag_name(args, "gpus"))
+        self._compiled = False  # hybridized for the current set of trained parameters
+
+    # ------------------------------------------------------------------ what a trainer supplies
+    def build(self) -> None:
+        """Network, data, optimizer: everything :meth:`fit` needs (see the class docstring)."""
+        raise NotImplementedError
+
+    def train_step(self, batch) -> Dict[str, float]:
+        """Forward and backward on one batch; returns the named losses as floats, ``"loss"`` their total."""
+        raise NotImplementedError
+
+    def validate(self, epoch: int, iteration: int) -> Validation:
+        """Score the current weights on the validation data."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One log line saying what is trained on what."""
+        return type(self).__name__
+
+    def hybridize(self) -> None:
+        """Compile the network (again); called before each epoch whose trained parameters changed."""
+        if not self.args.disable_hybridization:
+            self.net.hybridize()
+
+    # ------------------------------------------------------------------ set-up and teardown
+    def open_run(self, config: Mapping) -> None:
         """Start the run's log files and watchdog, then :meth:`build`; on a failed build close them again
         and leave the distributed job, so the other workers stop instead of waiting."""
-        self.logger = RunLogger(prefix, dict(config), rank=self.dist.rank)
+        self.logger = RunLogger(self.prefix, dict(config), rank=self.dist.rank)
         # Only dist_sync steps are watched; rank 0's validation and saving happen outside any guard.
-        self.watchdog = StepWatchdog(dist_timeout if self.dist.is_dist else 0)
+        self.watchdog = StepWatchdog(self.args.dist_timeout if self.dist.is_dist else 0)
         try:
             self.build()
         except BaseException:
@@ -34,13 +126,10 @@ class TrainingRun:
             self.logger.close()
             raise
 
-    def build(self) -> None:
-        """Network, data, optimizer: everything the run needs before :meth:`fit`."""
-        raise NotImplementedError
-
-    def fit(self) -> Dict:
-        """Train; returns a summary (best metric, its epoch, ...)."""
-        raise NotImplementedError
+    def _recorded_stages(self) -> Optional[str]:
+        if not self.resume_path:
+            return None
+        return read_checkpoint_meta(self.resume_path).get("train_stages")
 
     def plot(self) -> None:
         """Redraw the run's PNG plots from its metrics (a warning, not a failure, when plotting fails)."""
@@ -52,6 +141,119 @@ class TrainingRun:
         self.logger.flush()
         self.logger.close()
 
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Dict:
+        """Train (resuming if asked); returns the best metric, its epoch, the iteration count and the last
+        validation's details."""
+        args = self.args
+        self.stages = StagePlan.from_flag(args.train_stages, args.epochs, self.trained_params,
+                                          recorded=self._recorded_stages())
+        if self.stages:
+            self.checkpoints.meta["train_stages"] = self.stages.spec
+        start_epoch, iteration, skip = self._start_position()
+        log.info("%s; %d iterations per epoch, %s%s", self.describe(), self.iters_per_epoch, self.schedule,
+                 "; " + self.stages.describe() if self.stages else "")
+        speed, self.last_validation = Throughput(), None
+        for epoch in range(start_epoch, args.epochs):
+            self._enter_stage(epoch)
+            self.batches.set_epoch(epoch, skip)
+            window, epoch_losses = _Averages(), _Averages()
+            bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
+            speed.reset()
+            for batch_in_epoch, batch in enumerate(bar, start=skip + 1):
+                lr = self.schedule(iteration) * self.stages.lr_factor(epoch)
+                with self.watchdog.guard(f"step {iteration}"):
+                    losses = self.step(batch, iteration, lr)
+                iteration += 1
+                speed.update(self.batch_size)
+                window.add(losses)
+                epoch_losses.add(losses)
+                bar.set_postfix(loss=f"{epoch_losses.means()['loss']:.3f}", lr=f"{lr:.2e}",
+                                samples_s=f"{speed.rate:.2f}")
+                if iteration % args.log_interval == 0:
+                    means, window = window.means(), _Averages()
+                    self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate,
+                                            **means)
+                    log.info("[epoch %d][batch %d/%d] lr %.2e, %.2f samples/s, %s", epoch, batch_in_epoch,
+                             self.iters_per_epoch, lr, speed.rate, _format(means))
+                if (args.save_iter_interval and iteration % args.save_iter_interval == 0
+                        and batch_in_epoch < self.iters_per_epoch and self.dist.is_master):
+                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=batch_in_epoch)
+            bar.close()
+            skip = 0
+            means = epoch_losses.means()
+            self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
+            log.info("epoch %d: %s, %.2f samples/s", epoch, _format(means), speed.overall)
+            self._end_epoch(epoch, iteration)
+        if start_epoch >= args.epochs:
+            log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
+        barrier(self.dist, self.watchdog, "end of training")
+        dump_final_parameters(self.net, self.dist)
+        return {"metric": self.checkpoints.metric_name, "best": self.checkpoints.best_metric,
+                "best_epoch": self.checkpoints.best_epoch, "iteration": iteration, "last": self.last_validation}
+
+    def step(self, batch, iteration: int, lr: float) -> Dict[str, float]:
+        """One optimizer update at learning rate ``lr``: the trainer's forward and backward, then the update;
+        returns the losses."""
+        losses = self.train_step(batch)
+        check_finite(losses, iteration)  # before the update: a NaN must not reach the weights
+        self.trainer.set_learning_rate(lr)
+        self.trainer.step(self.batch_size)
+        return losses
+
+    def _start_position(self) -> tuple:
+        """(epoch, iteration, batches of that epoch already done): resumed, synchronised, ``--start-epoch``."""
+        epoch, iteration, skip = 0, 0, 0
+        if self.resume_path:
+            state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
+            epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
+        sync_parameters(self.net.collect_params(), self.trainer, self.dist)  # every worker starts from rank 0's
+        if self.dist.is_dist:
+            log.info("%s: global batch %d (%d per worker), learning rate %g for the global batch",
+                     self.dist.describe(), self.dist.global_batch_size(self.batch_size), self.batch_size, self.lr)
+        if self.args.start_epoch is not None:
+            if self.resume_path:
+                log.warning("--start-epoch %d overrides the checkpoint's position (epoch %d, iteration %d)",
+                            self.args.start_epoch, epoch, iteration)
+            epoch, iteration, skip = self.args.start_epoch, self.args.start_epoch * self.iters_per_epoch, 0
+        return epoch, iteration, skip
+
+    def _enter_stage(self, epoch: int) -> None:
+        """Apply the epoch's fine-tuning stage; recompile when the trained parameters changed (always at the
+        first epoch of a process)."""
+        changed = self.stages.apply(self.net.collect_params(), epoch)
+        if changed or not self._compiled:
+            self.hybridize()
+            self._compiled = True
+
+    def _validation_due(self, epoch: int) -> bool:
+        last = epoch + 1 == self.args.epochs
+        return not self.args.no_val and ((epoch + 1) % self.args.val_interval == 0 or last)
+
+    def _end_epoch(self, epoch: int, iteration: int) -> None:
+        """All workers meet (the epoch's last gradient exchange ends under the watchdog); worker 0 validates,
+        saves the epoch checkpoint, updates the best one and draws the plots; all meet again, with a longer
+        timeout, since that work is not guarded on worker 0."""
+        barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
+        if self.dist.is_master:
+            metric = None
+            if self._validation_due(epoch):
+                result = self.validate(epoch, iteration)
+                self.logger.log_metrics(iteration, "val", epoch=epoch, **result.scalars)
+                atomic_write_json(self.prefix + "_val_metrics.json",
+                                  dict(result.details, epoch=epoch, iteration=iteration), indent=2)
+                metric, self.last_validation = result.metric, result.details
+            self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
+            if metric is not None:
+                self.checkpoints.update_best(self.net, epoch, iteration, metric)
+            self.plot()
+        barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
+                timeout_s=MASTER_WORK_TIMEOUT_FACTOR * self.args.dist_timeout)
+
+
+def _format(values: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+
 
 def run_training(run: TrainingRun) -> Dict:
     """``run.fit()``, leaving the distributed job on any failure and closing the run in every case."""
@@ -62,3 +264,6 @@ def run_training(run: TrainingRun) -> Dict:
         raise
     finally:
         run.close()
+
+
+__all__ = ["TrainingRun", "Validation", "run_training"]

@@ -1,10 +1,19 @@
-"""Semantic segmentation metrics from an accumulated confusion matrix: pixel accuracy and per-class IoU."""
+"""Semantic segmentation metrics: pixel accuracy and per-class IoU from an accumulated confusion matrix, and
+scoring a network or a checkpoint with them (the body of tools/eval_segmentation.py).
+
+MXNet and the model code are imported inside the functions that run a network, so the metric alone stays light.
+"""
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..errors import UserError
+from ..fileio import atomic_write_json
 
 
 class ConfusionMatrix:
@@ -106,3 +115,78 @@ def _class_ids(values, name: str) -> np.ndarray:
 def _json_float(value: float):
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def evaluate_batches(net, loader, contexts: Sequence, num_classes: int,
+                     desc: str = "validation") -> ConfusionMatrix:
+    """Confusion matrix of ``net`` over a loader of (normalised images, labels) batches."""
+    from mxnet import gluon
+
+    from ..engine.progress import progress
+    from ..models.segmentation import forward_logits
+    from ..transforms.semantic import IGNORE_LABEL
+
+    conf = ConfusionMatrix(num_classes, ignore_index=IGNORE_LABEL)
+    for data, label in progress(loader, total=len(loader), desc=desc):
+        used = list(contexts)[:data.shape[0]]
+        datas = gluon.utils.split_and_load(data, used, even_split=False)
+        labels = gluon.utils.split_and_load(label, used, even_split=False)
+        for x, y in zip(datas, labels):
+            pred = forward_logits(net, x).argmax(axis=1)
+            conf.update(pred.asnumpy().astype(np.int32), y.asnumpy().astype(np.int32))
+    return conf
+
+
+def parse_scales(text: str) -> List[float]:
+    """'0.75,1.0,1.25' -> [0.75, 1.0, 1.25] (UserError naming --scales otherwise)."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--scales {text!r}: expected comma-separated numbers such as 0.75,1.0,1.25") from None
+    if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
+        raise UserError(f"--scales {text!r}: expected positive numbers such as 0.75,1.0,1.25")
+    return scales
+
+
+def evaluate_checkpoint(weights: str, dataset_root: str, split: str = "val", scales: Sequence[float] = (1.0,),
+                        flip: bool = False, ctx=None, base_size: Optional[int] = None,
+                        crop_size: Optional[int] = None, max_images: Optional[int] = None,
+                        output: Optional[str] = None) -> Dict:
+    """pixAcc/mIoU of a checkpoint on a split, every image predicted and scored at its own resolution.
+
+    Prints the per-class table; with ``output`` also writes ``<output>/metrics_<split>.json``. The network
+    and its test scale (``base_size``/``crop_size`` override the checkpoint's) come from ``predict.load_model``.
+    """
+    import mxnet as mx
+
+    from ..data.semantic import ClassSet, get_dataset
+    from ..engine.progress import progress
+    from ..models.segmentation import predict_label_map
+    from ..predict import load_model
+    from ..transforms.semantic import IGNORE_LABEL
+
+    ctx = ctx or mx.cpu()
+    model = load_model(weights, [ctx], base_size=base_size, crop_size=crop_size)
+    if model.task != "segmentation":
+        raise UserError(f"--weights {weights}: a {model.task!r} checkpoint, not a segmentation one")
+    net, meta = model.net, model.meta
+    class_set = ClassSet.from_dict(meta["classes"])
+    base, crop = model.scale["base_size"], model.scale["crop_size"]
+    dataset = get_dataset(meta.get("dataset") or "imaterialist", root=dataset_root, split=split,
+                          class_set=class_set)
+    count = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    conf = ConfusionMatrix(class_set.num_classes, ignore_index=IGNORE_LABEL)
+    started = time.perf_counter()
+    for index in progress(range(count), total=count, desc=f"evaluating {split}", unit="img"):
+        image, label = dataset[index]
+        pred = predict_label_map(net, image, ctx, scales=scales, flip=flip, base_size=base, crop_size=crop)
+        conf.update(pred, label)
+    result = conf.as_dict(class_set.class_names)
+    result.update({"weights": str(weights), "split": split, "images": count, "pixels": int(conf.matrix.sum()), "scales": list(scales), "flip": flip,
+                   "base_size": base, "crop_size": crop, "seconds": round(time.perf_counter() - started, 2)})
+    print(conf.table(class_set.class_names))
+    if output:
+        path = Path(output) / f"metrics_{split}.json"
+        atomic_write_json(path, result, indent=2)
+        print(f"metrics written to {path}")
+    return result

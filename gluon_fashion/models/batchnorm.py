@@ -5,18 +5,18 @@ from typing import List
 
 from mxnet.gluon import nn
 
+from ..compat import set_batchnorm_global_stats
+
 
 def batchnorm_layers(net: nn.Block) -> List[nn.BatchNorm]:
     """Every BatchNorm block inside ``net`` (SyncBatchNorm included: it subclasses BatchNorm)."""
     found: List[nn.BatchNorm] = []
 
-    def visit(block: nn.Block) -> None:
+    def collect(block: nn.Block) -> None:
         if isinstance(block, nn.BatchNorm):
             found.append(block)
-        for child in block._children.values():
-            visit(child)
 
-    visit(net)
+    net.apply(collect)
     return found
 
 
@@ -24,7 +24,7 @@ def freeze_batchnorm(net: nn.Block) -> int:
     """Use running statistics in every BatchNorm and stop training their scale/shift; returns how many."""
     layers = batchnorm_layers(net)
     for layer in layers:
-        layer._kwargs["use_global_stats"] = True
+        set_batchnorm_global_stats(layer, True)
         for param in layer.params.values():
             param.grad_req = "null"
     return len(layers)
@@ -35,5 +35,5 @@ def learn_batchnorm_statistics(net: nn.Block) -> int:
     when training from scratch; returns how many. Call before hybridising: the flag is baked into the graph."""
     layers = batchnorm_layers(net)
     for layer in layers:
-        layer._kwargs["use_global_stats"] = False
+        set_batchnorm_global_stats(layer, False)
     return len(layers)

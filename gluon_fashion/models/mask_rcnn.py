@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import types
 import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -34,6 +33,7 @@ import mxnet as mx
 import numpy as np
 from PIL import Image
 
+from ..compat import RpnBudgets, feature_strides, replace_fpn_roi_pooling, rpn_budgets, set_rpn_budgets
 from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
 from ..errors import UserError
 from ..images import PathLike, read_rgb_at_least
@@ -115,11 +115,10 @@ def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nm
     """Bound the proposal and RoI counts of a freshly built (not yet run) GluonCV Mask R-CNN.
 
     The zoo builders hard-code these (12000/2000 proposals, 128-512 RoIs), which is what makes a CPU or
-    small-memory run slow; they are plain attributes read when the graph is first built. ``rcnn_pos_ratio``:
+    small-memory run slow; GluonCV has no API to change them (``compat.set_rpn_budgets``). ``rcnn_pos_ratio``:
     the largest fraction of the sampled RoIs that may be positives (GluonCV's ``pos_ratio``, 0.25); the
     positives are also the RoIs the mask head trains on. Returns the values in effect.
     """
-    rpn, sampler = net.rpn, net.sampler
     for flag, value in (("--rpn-train-pre-nms", rpn_train_pre_nms), ("--rpn-train-post-nms", rpn_train_post_nms),
                         ("--rcnn-num-sample", rcnn_num_sample), ("--rpn-test-pre-nms", rpn_test_pre_nms),
                         ("--rpn-test-post-nms", rpn_test_post_nms), ("--rcnn-max-dets", rcnn_max_dets),
@@ -128,40 +127,36 @@ def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nm
             raise UserError(f"{flag} must be >= 1, got {value}")
     if rcnn_pos_ratio is not None and not 0.0 < float(rcnn_pos_ratio) <= 1.0:
         raise UserError(f"--rcnn-pos-ratio must be in (0, 1], got {rcnn_pos_ratio}")
-    if rpn_train_pre_nms is not None:
-        rpn._train_pre_nms = int(rpn_train_pre_nms)
-    if rpn_train_post_nms is not None:
-        rpn._train_post_nms = int(rpn_train_post_nms)
-    rpn._train_post_nms = min(rpn._train_post_nms, rpn._train_pre_nms)
-    sampler._num_proposal = rpn._train_post_nms
-    pos_ratio = sampler._max_pos / float(sampler._num_sample) if rcnn_pos_ratio is None else float(rcnn_pos_ratio)
-    if rcnn_num_sample is not None:
-        net._num_sample = sampler._num_sample = int(rcnn_num_sample)
-    sampler._max_pos = max(1, int(round(sampler._num_sample * pos_ratio)))
-    if net._num_sample > rpn._train_post_nms:
-        raise UserError(f"--rcnn-num-sample {net._num_sample} RoIs cannot be drawn from "
-                        f"{rpn._train_post_nms} proposals (--rpn-train-post-nms): raise the proposals or "
+    current = rpn_budgets(net)
+    train_pre = current.rpn_train_pre_nms if rpn_train_pre_nms is None else int(rpn_train_pre_nms)
+    train_post = min(current.rpn_train_post_nms if rpn_train_post_nms is None else int(rpn_train_post_nms),
+                     train_pre)
+    num_sample = current.rcnn_num_sample if rcnn_num_sample is None else int(rcnn_num_sample)
+    pos_ratio = (current.rcnn_max_pos / float(current.rcnn_num_sample) if rcnn_pos_ratio is None
+                 else float(rcnn_pos_ratio))
+    if num_sample > train_post:
+        raise UserError(f"--rcnn-num-sample {num_sample} RoIs cannot be drawn from "
+                        f"{train_post} proposals (--rpn-train-post-nms): raise the proposals or "
                         "lower the RoIs")
-    if max_num_gt is not None:
-        sampler._max_num_gt = int(max_num_gt)
-    if rpn_test_pre_nms is not None:
-        rpn._test_pre_nms = int(rpn_test_pre_nms)
-    if rpn_test_post_nms is not None:
-        rpn._test_post_nms = int(rpn_test_post_nms)
-    rpn._test_post_nms = min(rpn._test_post_nms, rpn._test_pre_nms)
-    net._rpn_test_post_nms = rpn._test_post_nms
-    if rcnn_max_dets is not None:
-        net._rcnn_max_dets = int(rcnn_max_dets)
-    net._rcnn_max_dets = min(net._rcnn_max_dets, rpn._test_post_nms)
-    return {"rpn_train_pre_nms": rpn._train_pre_nms, "rpn_train_post_nms": rpn._train_post_nms,
-            "rcnn_num_sample": net._num_sample, "rpn_test_pre_nms": rpn._test_pre_nms,
-            "rpn_test_post_nms": rpn._test_post_nms, "rcnn_max_dets": net._rcnn_max_dets,
-            "max_num_gt": sampler._max_num_gt, "rcnn_pos_ratio": sampler._max_pos / float(sampler._num_sample)}
+    test_pre = current.rpn_test_pre_nms if rpn_test_pre_nms is None else int(rpn_test_pre_nms)
+    test_post = min(current.rpn_test_post_nms if rpn_test_post_nms is None else int(rpn_test_post_nms), test_pre)
+    max_dets = min(current.rcnn_max_dets if rcnn_max_dets is None else int(rcnn_max_dets), test_post)
+    set_rpn_budgets(net, RpnBudgets(
+        rpn_train_pre_nms=train_pre, rpn_train_post_nms=train_post, rpn_test_pre_nms=test_pre,
+        rpn_test_post_nms=test_post, rcnn_num_sample=num_sample,
+        rcnn_max_pos=max(1, int(round(num_sample * pos_ratio))),
+        max_num_gt=current.max_num_gt if max_num_gt is None else int(max_num_gt), rcnn_max_dets=max_dets))
+    budgets = rpn_budgets(net)
+    return {"rpn_train_pre_nms": budgets.rpn_train_pre_nms, "rpn_train_post_nms": budgets.rpn_train_post_nms,
+            "rcnn_num_sample": budgets.rcnn_num_sample, "rpn_test_pre_nms": budgets.rpn_test_pre_nms,
+            "rpn_test_post_nms": budgets.rpn_test_post_nms, "rcnn_max_dets": budgets.rcnn_max_dets,
+            "max_num_gt": budgets.max_num_gt, "rcnn_pos_ratio": budgets.rcnn_max_pos / float(budgets.rcnn_num_sample)}
 
 
-def _pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode="align",
-                       roi_canonical_scale=224.0, sampling_ratio=2, eps=1e-6):
-    """FPN RoI pooling as GluonCV's ``FasterRCNN._pyramid_roi_feats``, for CPU contexts.
+def _pyramid_roi_align(F, features, rpn_rois, roi_size, strides, min_stage: int, max_stage: int,
+                       roi_canonical_scale: float = 224.0, sampling_ratio: int = 2, eps: float = 1e-6):
+    """FPN RoIAlign as GluonCV's ``FasterRCNN._pyramid_roi_feats``, for CPU contexts
+    (installed by ``compat.replace_fpn_roi_pooling``).
 
     GluonCV gives the RoIs of other levels batch index -1 so that ``ROIAlign`` skips them, but MXNet 1.9's
     CPU ``ROIAlign`` then leaves their outputs uninitialised (garbage, NaN, 1e34, added in by the level
@@ -169,15 +164,12 @@ def _pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode=
     features: FPN losses explode at the first iteration. Here every level pools every RoI (the kernel costs
     the same per RoI either way on CPU) and a mask keeps each RoI's own level.
     """
-    if roi_mode != "align":
-        return type(self)._pyramid_roi_feats(self, F, features, rpn_rois, roi_size, strides, roi_mode,
-                                             roi_canonical_scale, sampling_ratio, eps)
-    max_stage = self._max_stage - 1 if self._max_stage > 5 else self._max_stage  # P6 is for the RPN only
+    max_stage = max_stage - 1 if max_stage > 5 else max_stage  # P6 is for the RPN only
     _, x1, y1, x2, y2 = F.split(rpn_rois, axis=-1, num_outputs=5)
     scale = F.sqrt((x2 - x1 + 1) * (y2 - y1 + 1))
-    roi_level = F.squeeze(F.clip(F.floor(4 + F.log2(scale / roi_canonical_scale + eps)), self._min_stage, max_stage))
+    roi_level = F.squeeze(F.clip(F.floor(4 + F.log2(scale / roi_canonical_scale + eps)), min_stage, max_stage))
     pooled = []
-    for i, level in enumerate(range(self._min_stage, max_stage + 1)):
+    for i, level in enumerate(range(min_stage, max_stage + 1)):
         feat = F.contrib.ROIAlign(features[i], rpn_rois, roi_size, 1.0 / strides[i], sample_ratio=sampling_ratio)
         pooled.append(F.where(roi_level == level, feat, F.zeros_like(feat)))
     return F.ElementWiseSum(*pooled)
@@ -222,7 +214,7 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
         raise UserError(f"cannot build {model_name}: {exc}") from None
     in_effect = apply_limits(net, **limits)
     if net.num_stages > 1 and any(c.device_type == "cpu" for c in contexts):
-        net._pyramid_roi_feats = types.MethodType(_pyramid_roi_feats, net)
+        replace_fpn_roi_pooling(net, _pyramid_roi_align)
     initialize_params(net.collect_params(), contexts, force=False)
     reuse = None
     if weights is not None:
@@ -310,26 +302,21 @@ def read_network_input(path: PathLike, short: int, max_size: int, size: Tuple[in
     return network_input(image, short, max_size, orig_size=size)
 
 
-def _feature_strides(net) -> Tuple[int, ...]:
-    # GluonCV stores one stride for C4 nets and one per pyramid level for FPN ones.
-    return tuple(net._strides) if isinstance(net._strides, (list, tuple)) else (net._strides,)
-
-
 def anchor_count(net, height: int, width: int) -> int:
     """RPN anchors of a GluonCV (Mask/Faster) R-CNN on an ``height x width`` input: every feature cell
     (``ceil(side / stride)`` per level, C4 or FPN) times the anchors per cell. The RPN keeps at most this many
     proposals, so ``rpn_*_post_nms`` above it cannot be met by an input of that size."""
-    strides = _feature_strides(net)
+    strides = feature_strides(net)
     generators = net.rpn.anchor_generator
     generators = list(generators) if isinstance(generators, mx.gluon.nn.HybridSequential) else [generators]
-    return sum(math.ceil(height / stride) * math.ceil(width / stride) * generator._num_depth
+    return sum(math.ceil(height / stride) * math.ceil(width / stride) * generator.num_depth
                for stride, generator in zip(strides, generators))
 
 
 def padded_for_proposals(net, height: int, width: int, proposals: int) -> Tuple[int, int]:
     """The smallest input size, growing ``height x width`` at the bottom and right by the coarsest stride,
     whose anchors are at least ``proposals``."""
-    step = max(_feature_strides(net))
+    step = max(feature_strides(net))
     while anchor_count(net, height, width) < proposals:
         height, width = height + step, width + step
     return height, width
@@ -344,7 +331,7 @@ def run_network(net, batch: mx.nd.NDArray):
     image's pixel coordinates, and so every box, as they are.
     """
     height, width = batch.shape[2:]
-    padded_h, padded_w = padded_for_proposals(net, height, width, net.rpn._test_post_nms)
+    padded_h, padded_w = padded_for_proposals(net, height, width, net.rpn.get_test_post_nms())
     if (padded_h, padded_w) != (height, width):
         batch = mx.nd.pad(batch, mode="constant", constant_value=0,
                           pad_width=(0, 0, 0, 0, 0, padded_h - height, 0, padded_w - width))

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import mxnet as mx
 
+from ..compat import load_param_data, model_store_sha1, params_by_structural_name
 from ..errors import UserError
 
 DEFAULT_ROOT = os.path.join("~", ".mxnet", "models")
@@ -72,7 +73,7 @@ def required_weights(model_name: str, pretrained: bool = True, pretrained_base: 
     if match:
         backbone = match.group(1)
         return [_SEGMENTATION_BACKBONES.get(backbone, backbone)]
-    if name in _store()._model_sha1:  # a classification network is its own "backbone"
+    if model_store_sha1(name) is not None:  # a classification network is its own "backbone"
         return [name]
     raise UserError(f"do not know which ImageNet backbone {model_name!r} loads with pretrained_base=True; "
                     "build it with pretrained_base=False or add it to gluon_fashion.models.pretrained")
@@ -90,13 +91,12 @@ def require_pretrained(names: Sequence[str], root: Optional[str] = None, verify:
     Raises UserError naming each missing/corrupt file, the folder it belongs in, and how to fetch it on a
     machine with internet access. Returns the paths.
     """
-    store = _store()
     paths = [pretrained_file(name, root) for name in names]
     problems = []
     for name, path in zip(names, paths):
         if not path.is_file():
             problems.append((name, path, "missing"))
-        elif verify and not _sha1_matches(path, store._model_sha1[name]):
+        elif verify and not _sha1_matches(path, model_store_sha1(name)):
             problems.append((name, path, "corrupt or a different version (sha1 differs from GluonCV's)"))
     if problems:
         folder = paths[0].parent
@@ -135,7 +135,7 @@ def load_state_matching(net, params_file: str, ctx, log: Optional[Callable[[str]
         loaded = {_strip_prefix(k): v for k, v in mx.nd.load(str(params_file)).items()}
     except (mx.base.MXNetError, AttributeError) as exc:
         raise UserError(f"{params_file} is not an MXNet .params file: {str(exc).splitlines()[0]}") from None
-    structural = net._collect_params_with_prefix()
+    structural = params_by_structural_name(net)
     prefixed = {param.name: param for param in net.collect_params().values()}
     params = structural if sum(k in loaded for k in structural) >= sum(k in loaded for k in prefixed) else prefixed
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx]
@@ -149,7 +149,7 @@ def load_state_matching(net, params_file: str, ctx, log: Optional[Callable[[str]
             skipped.append(name)
             mismatched.append(f"{name} {tuple(array.shape)}->{tuple(param.shape)}")
             continue
-        param._load_init(array.astype(param.dtype), contexts)
+        load_param_data(param, array.astype(param.dtype), contexts)
         copied.append(name)
     unused = len(loaded) - len(copied)
     message = (f"{params_file}: copied {len(copied)} of {len(params)} parameters; {len(skipped)} keep their "

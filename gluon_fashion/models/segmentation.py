@@ -34,12 +34,14 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
+from ..compat import make_shape_free, resize_param_shape, set_syncbn_devices
 from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
 from ..errors import UserError
 from ..transforms.semantic import normalize_image, resize_image, scaled_size
@@ -136,32 +138,12 @@ def _pyramid_pooling_forward(self, F, x):
     return F.concat(*feats, dim=1)
 
 
-def _shape_free_classes() -> Dict[type, type]:
-    from gluoncv.model_zoo import deeplabv3, deeplabv3_plus, fcn, pspnet
-
-    forwards = {
-        fcn.FCN: _segbase_forward, pspnet.PSPNet: _segbase_forward, deeplabv3.DeepLabV3: _segbase_forward,
-        deeplabv3_plus.DeepLabV3Plus: _deeplab_plus_forward,
-        deeplabv3._AsppPooling: _aspp_pooling_forward, deeplabv3_plus._AsppPooling: _aspp_pooling_forward,
-        deeplabv3_plus._DeepLabHead: _deeplab_plus_head_forward, pspnet._PyramidPooling: _pyramid_pooling_forward,
-    }
-    return {cls: type(cls.__name__, (cls,), {"hybrid_forward": forward, "__module__": __name__})
-            for cls, forward in forwards.items()}
-
-
-_SHAPE_FREE: Dict[type, type] = {}
-
-
-def _make_shape_free(block: nn.Block) -> None:
-    """Give GluonCV's size-baking blocks (and the network itself) forwards that resize "like" their inputs."""
-    if not _SHAPE_FREE:
-        _SHAPE_FREE.update(_shape_free_classes())
-    replacement = _SHAPE_FREE.get(type(block))
-    if replacement is not None:
-        # Same parameters and children; only hybrid_forward changes (see module docstring).
-        block.__class__ = replacement
-    for child in block._children.values():
-        _make_shape_free(child)
+#: The shape-free forwards by the GluonCV block role they replace (``compat.make_shape_free``).
+SHAPE_FREE_FORWARDS = {
+    "segmentation_net": _segbase_forward, "deeplabv3plus_net": _deeplab_plus_forward,
+    "aspp_pooling": _aspp_pooling_forward, "deeplabv3plus_head": _deeplab_plus_head_forward,
+    "pyramid_pooling": _pyramid_pooling_forward,
+}
 
 
 # ---------------------------------------------------------------------------------------- building
@@ -246,7 +228,7 @@ def _construct(model: str, backbone: str, num_classes: int, aux: bool, base_size
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         net = cls(num_classes, **kwargs)
-    _make_shape_free(net)
+    make_shape_free(net, SHAPE_FREE_FORWARDS)
     if backbone in _FEATURE_CHANNELS:
         _fit_heads_to_features(net, *_FEATURE_CHANNELS[backbone])
     if norm_kwargs and "num_devices" in norm_kwargs:
@@ -268,19 +250,19 @@ def _fit_heads_to_features(net: nn.Block, c3_channels: int, c4_channels: int) ->
     for head in heads:
         for param in head.collect_params(".*weight").values():
             if len(param.shape) == 4 and param.shape[1] in new_width:
-                # Parameter.shape only fills unknown dimensions, so the width is replaced directly. GluonCV
-                # already allocated these at the old width: callers re-initialise every parameter (force_reinit)
-                # before use, which allocates the new shape.
-                param._shape = (param.shape[0], new_width[param.shape[1]]) + tuple(param.shape[2:])
+                # GluonCV already allocated these at the old width: callers re-initialise every parameter
+                # (force_reinit) before use, which allocates the new shape.
+                resize_param_shape(param, (param.shape[0], new_width[param.shape[1]]) + tuple(param.shape[2:]))
 
 
 def _set_sync_devices(block: nn.Block, num_devices: int) -> None:
     # GluonCV's Xception65 builds its second BatchNorm without norm_kwargs, so under --syncbn it would
     # synchronise over 1 device instead of all of them.
-    if isinstance(block, mx.gluon.contrib.nn.SyncBatchNorm):
-        block._kwargs["ndev"] = num_devices
-    for child in block._children.values():
-        _set_sync_devices(child, num_devices)
+    def synchronise(child: nn.Block) -> None:
+        if isinstance(child, mx.gluon.contrib.nn.SyncBatchNorm):
+            set_syncbn_devices(child, num_devices)
+
+    block.apply(synchronise)
 
 
 def classifier_convs(net: nn.Block) -> List[nn.Conv2D]:
@@ -289,7 +271,7 @@ def classifier_convs(net: nn.Block) -> List[nn.Conv2D]:
     if getattr(net, "aux", False):
         convs.append(net.auxlayer.block[len(net.auxlayer.block) - 1])
     for conv in convs:
-        if not isinstance(conv, nn.Conv2D) or conv._kwargs.get("kernel") != (1, 1):
+        if not isinstance(conv, nn.Conv2D) or tuple(conv.weight.shape[2:]) != (1, 1):
             raise RuntimeError(f"expected a 1x1 Conv2D classifier, found {conv}")
     return convs
 
@@ -298,10 +280,13 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
                              aux: bool = True, base_size: int = 520, crop_size: int = 480,
                              model_zoo: Optional[str] = None, pretrained: bool = True,
                              norm_layer=None, norm_kwargs: Optional[dict] = None, root: Optional[str] = None,
-                             verify_weights: bool = True) -> Tuple[nn.HybridBlock, Dict]:
+                             verify_weights: bool = True,
+                             pretrained_weights: Optional[str] = None) -> Tuple[nn.HybridBlock, Dict]:
     """Build a network for ``num_classes`` on ``ctx``, filled from local pretrained weights; returns (net, build_kwargs).
 
-    ``model_zoo`` wins over ``model``/``backbone``; ``pretrained=False`` skips every weights file. Raises UserError (naming files and folder) when the needed
+    ``model_zoo`` wins over ``model``/``backbone``; ``pretrained=False`` skips every weights file;
+    ``pretrained_weights``: a ``.params`` file to start from instead (COCO weights of the same network or a
+    checkpoint of this project), matched by name and shape, classifier convolutions re-initialised. Raises UserError (naming files and folder) when the needed
     weights are not on disk. ``build_kwargs`` rebuilds the same architecture (checkpoint metadata).
     """
     if num_classes < 2:
@@ -315,6 +300,10 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
     backbone = resolve_backbone(model, backbone)
     names = pretrained_weights_for(model, backbone, model_zoo, pretrained)
     files = require_weights(names, model_zoo, root=root, verify=verify_weights)
+    if pretrained_weights:
+        files = [Path(pretrained_weights)]
+        if not files[0].is_file():
+            raise UserError(f"--pretrained-weights {pretrained_weights}: no such file")
     net = _construct(model, backbone, num_classes, aux, base_size, crop_size, norm_layer, norm_kwargs)
     initialize_params(net.collect_params(), ctx)
     if entry is not None and entry.note and files:
@@ -323,10 +312,11 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
         copied, _ = load_state_matching(net, str(path), list(ctx), log=log.info)
         if not copied:
             raise UserError(f"{path}: no tensor matches {model}/{backbone}; is it the right weights file?")
-    if entry is not None and entry.whole_model and files:
+    if files and (pretrained_weights or (entry is not None and entry.whole_model)):
         for conv in classifier_convs(net):
             initialize_params(conv.collect_params(), ctx)
-        log.info("%s: classifier convolutions re-initialised for %d classes (head%s)", model_zoo, num_classes,
+        log.info("%s: classifier convolutions re-initialised for %d classes (head%s)",
+                 pretrained_weights or model_zoo, num_classes,
                  " and auxiliary head" if aux else "")
     if not files:
         log.warning("%s/%s: no pretrained weights, all layers initialised at random", model, backbone)

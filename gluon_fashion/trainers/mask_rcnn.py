@@ -1,13 +1,6 @@
 """Fine-tune a COCO-pretrained GluonCV Mask R-CNN on iMaterialist (the recipe of GluonCV's
-``scripts/instance/mask_rcnn/train_mask_rcnn.py``, rebuilt on gluon_fashion's engine).
-
-What a run writes, for ``--save-prefix train_logs/exp1/`` (the model name is appended to the prefix, as in
-GluonCV; a prefix ending in "/" puts the files inside that folder)::
-
-    mask_rcnn_fpn_resnet50_v1b_imaterialist_config.json / _train.log / _metrics.jsonl / _tensorboard/
-    ..._0000.params/.states/.json, ..._last.*, ..._best.params/.json   (engine.checkpoint)
-    ..._losses.png, _lr.png, _val.png, _train_epoch.png               (engine.plots)
-    ..._val_metrics.json                                               (latest COCO evaluation, per class)
+``scripts/instance/mask_rcnn/train_mask_rcnn.py``): the network, data, training step and validation; the loop
+is ``engine.run.TrainingRun``'s. The files a run writes are listed in the README ("What a run writes").
 
 Validation predicts each val image at the test scale, maps boxes and masks onto the 512x512 grid of
 ``resize_rle_instances_val.json`` and scores them with pycocotools (bbox and segm mAP); the best
@@ -29,15 +22,12 @@ from mxnet import gluon
 
 from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
 from ..data.semantic import parse_class_set
-from ..engine import (CheckpointManager, EpochTaggedBatches, Throughput, WarmupStepSchedule, check_finite, parse_gpus,
-                      progress, seed_everything, split_batch)
-from ..engine.checkpoint import checkpoint_base
-from ..engine.distributed import (MASTER_WORK_TIMEOUT_FACTOR, barrier, dump_final_parameters, finish_epoch,
-                                  horovod_context, init_distributed, make_trainer, sync_parameters)
-from ..engine.run import TrainingRun, run_training
+from ..engine import CheckpointManager, EpochTaggedBatches, WarmupStepSchedule, progress, seed_everything, split_batch
+from ..engine.distributed import make_trainer
+from ..engine.flags import add_shared_flags, default_gpus
+from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
-from ..evaluation.coco import CocoMetrics, coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
-from ..fileio import atomic_write_json
+from ..evaluation.coco import coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
 from ..models.batchnorm import learn_batchnorm_statistics
 from ..models.mask_rcnn import (LIMIT_KEYS, anchor_count, build_mask_rcnn, checkpoint_meta, class_table,
                                 decode_outputs, instances_from_outputs, read_network_input, run_network,
@@ -52,27 +42,22 @@ VAL_MAX_DETECTIONS = 100
 
 # ----------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``train_mask_rcnn.py`` (flag names as GluonCV's script)."""
+    """The command line of ``train_mask_rcnn.py`` (flag names as GluonCV's script; the shared ones from
+    ``engine.flags``)."""
     p = argparse.ArgumentParser(description="Fine-tune a COCO-pretrained GluonCV Mask R-CNN on iMaterialist "
                                 "(Fashion): several devices, validation, checkpoints and resume.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("model and data")
+    groups = add_shared_flags(p, spelling="detection", helps={
+        "batch_size": "images per iteration over all devices (default: 1 per device); per worker in a "
+                      "distributed run",
+        "lr": "learning rate of the global batch, all workers (default: 0.00125 x global batch size)"})
+    g = groups["model and data"]
     g.add_argument("--network", default="resnet50_v1b", help="backbone: resnet18_v1b, resnet50_v1b, resnet101_v1d")
     g.add_argument("--use-fpn", action="store_true", help="feature pyramid network variant")
-    g.add_argument("--dataset-root", default="datasets/imaterialist",
-                   help="converted dataset (annotations/, train/, val/)")
-    g.add_argument("--classes", default="all",
-                   help="categories to train: 'all' (46), 'main' (0-12) or ids/ranges such as '0-12,23'")
     g.add_argument("--short", default="800",
                    help="image short side in training, or a range 'low,high' for multi-scale training "
                         "(validation uses the high end)")
     g.add_argument("--max-size", type=int, default=1333, help="image long side at most")
-    g.add_argument("--no-pretrained", action="store_true",
-                   help="random initialisation (no COCO weights, no ImageNet backbone)")
-    g.add_argument("--pretrained-weights", default=None, metavar="PATH",
-                   help="COCO Mask R-CNN .params of the same --network/--use-fpn, instead of GluonCV's model store")
-    g.add_argument("-j", "--num-workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="data-loader processes (0: load in the main process)")
     g = p.add_argument_group("RoI budget (lower for small memory or CPU runs; default: GluonCV's values)")
     g.add_argument("--rpn-train-pre-nms", type=int, default=None, help="proposals kept before NMS in training")
     g.add_argument("--rpn-train-post-nms", type=int, default=None, help="proposals kept after NMS in training")
@@ -84,54 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rpn-test-post-nms", type=int, default=None, help="proposals kept after NMS at test time")
     g.add_argument("--rcnn-max-dets", type=int, default=None, help="detections whose masks are computed")
     g.add_argument("--max-num-gt", type=int, default=None, help="upper bound of instances per image (300)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=26)
-    g.add_argument("--start-epoch", type=int, default=None,
-                   help="start at this epoch (with --resume: override the epoch stored in the checkpoint)")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="images per iteration over all devices (default: 1 per device); per worker in a "
-                        "distributed run")
-    g.add_argument("--lr", type=float, default=None,
-                   help="learning rate of the global batch, all workers (default: 0.00125 x global batch size)")
+    g = groups["optimisation"]
     g.add_argument("--lr-decay", type=float, default=0.1, help="factor at each decay epoch")
     g.add_argument("--lr-decay-epoch", default="17,23", help="epochs at which the rate decays, comma separated")
     g.add_argument("--lr-warmup", type=int, default=1000, help="warm-up iterations")
     g.add_argument("--lr-warmup-factor", type=float, default=1.0 / 3, help="rate multiplier at the warm-up start")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--wd", type=float, default=1e-4, help="weight decay")
     g.add_argument("--clip-gradient", type=float, default=-1.0, help="clip gradients at this value (<= 0: off)")
-    g.add_argument("--seed", type=int, default=233)
-    g = p.add_argument_group("devices")
-    g.add_argument("--gpus", default="0" if mx.context.num_gpus() else "",
-                   help="GPU ids, e.g. '0,1,2,3'; empty: CPU")
-    g.add_argument("--cpu-contexts", type=int, default=1,
-                   help="with no --gpus: number of CPU contexts (exercises the multi-device path)")
+    g = groups["devices"]
     g.add_argument("--executor-threads", type=int, default=4,
                    help="threads running the devices' forward/backward in parallel (0: one after another)")
-    g.add_argument("--kv-store", default="device",
-                   help="device/local/nccl on one machine; dist_sync/dist_device_sync across machines "
-                        "(start with tools/launch_local.py or MXNet's launcher; --batch-size is then per worker)")
-    g.add_argument("--horovod", action="store_true", help="distributed training with Horovod (one process per GPU)")
-    g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="distributed run: stop a worker whose step (or joining the job) takes longer, e.g. when a "
-                        f"peer died; waiting for worker 0's validation gets {MASTER_WORK_TIMEOUT_FACTOR}x this; "
-                        "0 = wait forever")
     g.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU only)")
     g.add_argument("--static-alloc", action="store_true", help="hybridize with static memory allocation")
-    g.add_argument("--disable-hybridization", action="store_true", help="run imperatively (debugging)")
-    g = p.add_argument_group("logging, validation and checkpoints")
+    g = groups["logging, validation and checkpoints"]
     g.add_argument("--save-prefix", default="train_logs/",
                    help="path prefix of every output; the model name is appended ('dir/' puts files in dir)")
-    g.add_argument("--resume", default="",
-                   help="continue from a checkpoint of this script: a .params file, a prefix whose _last "
-                        "checkpoint to load, or 'latest' (this --save-prefix's _last)")
-    g.add_argument("--save-interval", type=int, default=1, help="keep an epoch checkpoint every N epochs")
-    g.add_argument("--save-iter-interval", type=int, default=0,
-                   help="also update the _last checkpoint every N iterations within an epoch (0: off)")
-    g.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and after the last)")
     g.add_argument("--val-max-images", type=int, default=0, help="validate on the first N val images (0: all)")
-    g.add_argument("--log-interval", type=int, default=100, help="log losses to the console every N iterations")
     g.add_argument("--verbose", action="store_true", help="log the trainable parameters")
+    p.set_defaults(num_workers=min(4, os.cpu_count() or 1), epochs=26, seed=233, log_interval=100,
+                   gpus=default_gpus(all_gpus=False))
     return p
 
 
@@ -158,22 +113,6 @@ def parse_epochs(text: str, flag: str = "--lr-decay-epoch") -> List[int]:
 def run_prefix(save_prefix: str, run_name: str) -> str:
     """GluonCV's ``--save-prefix``: a path prefix to which the run name is appended."""
     return os.path.join(save_prefix, run_name) if save_prefix.endswith(("/", os.sep)) else save_prefix + run_name
-
-
-def resume_checkpoint(resume: str, manager: CheckpointManager) -> Optional[str]:
-    """``--resume`` value -> the .params path to load (None for a fresh run)."""
-    if not resume:
-        return None
-    path = manager.resolve_resume(resume)
-    if resume in ("latest", "last"):
-        if path is None:
-            raise UserError(f"--resume {resume}: no checkpoint yet at {manager.prefix}_last.params")
-        return path
-    for candidate in (checkpoint_base(path) + ".params", path + "_last.params"):
-        if os.path.isfile(candidate) and os.path.isfile(checkpoint_base(candidate) + ".json"):
-            return candidate
-    raise UserError(f"--resume {resume}: neither a checkpoint (.params with its .json) nor a prefix with a "
-                    "_last checkpoint")
 
 
 def split_and_load(batch: Sequence, contexts: Sequence[mx.Context]) -> List[List[mx.nd.NDArray]]:
@@ -251,18 +190,12 @@ def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context
 
 # ------------------------------------------------------------------------------------------- trainer
 class MaskRCNNTrainer(TrainingRun):
-    """One training run built from the parsed flags: network, data, optimizer, checkpoints and logs."""
+    """Mask R-CNN's part of a training run: its network, data, training step and COCO validation."""
+
+    flag_bounds = {"max_size": 32, "executor_threads": 0, "val_max_images": 0}
 
     def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self._check_flags()
-        self.dist = init_distributed(args.kv_store, horovod=args.horovod, connect_timeout_s=args.dist_timeout,
-                                     flag="--kv-store")
-        self.rank, self.num_workers_dist = self.dist.rank, self.dist.num_workers
-        if self.dist.horovod:  # one process per GPU
-            self.contexts = [horovod_context(mx.context.num_gpus() > 0)]
-        else:
-            self.contexts = parse_gpus(args.gpus, args.cpu_contexts)
+        super().__init__(args)
         if args.amp and any(ctx.device_type != "gpu" for ctx in self.contexts):
             raise UserError("--amp needs GPUs (--gpus); mixed precision is not supported on CPU")
         self.batch_size = args.batch_size or len(self.contexts)
@@ -270,7 +203,7 @@ class MaskRCNNTrainer(TrainingRun):
         self.short_range = parse_short(args.short)
         self.test_short = self.short_range[1]
         self.decay_epochs = parse_epochs(args.lr_decay_epoch)
-        self.lr = args.lr if args.lr is not None else 0.00125 * self.batch_size * self.num_workers_dist
+        self.lr = args.lr if args.lr is not None else 0.00125 * self.dist.global_batch_size(self.batch_size)
         self.category_ids = parse_class_set(args.classes).category_ids
         self.model_name = zoo_name(args.network, args.use_fpn)
         self.run_name = self.model_name[: -len("_coco")] + "_imaterialist"
@@ -286,7 +219,7 @@ class MaskRCNNTrainer(TrainingRun):
         placeholder = checkpoint_meta(self.model_name, self.category_ids, self.test_short, args.max_size, {})
         self.checkpoints = CheckpointManager(self.prefix, placeholder, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
-        self.resume_path = resume_checkpoint(args.resume, self.checkpoints)
+        self.resume_path = self.checkpoints.resolve_resume(args.resume)
         if self.resume_path is None:  # on every worker: an error here must stop them all, not rank 0 alone
             self.checkpoints.ensure_new_run()
         if args.amp:
@@ -298,34 +231,23 @@ class MaskRCNNTrainer(TrainingRun):
                                    pretrained=not (args.no_pretrained or self.resume_path),
                                    pretrained_weights=None if self.resume_path else args.pretrained_weights,
                                    ctx=self.contexts, per_device_batch_size=self.per_device, **self.limits)
-        self.meta = checkpoint_meta(self.model_name, class_table(self.category_ids), self.test_short, args.max_size,
-                                    self.net.limits, network=args.network, use_fpn=bool(args.use_fpn),
-                                    run_name=self.run_name, train_short=list(self.short_range),
-                                    pretrained=("none" if args.no_pretrained else
-                                                args.pretrained_weights or "gluoncv-model-store"))
-        self.checkpoints = CheckpointManager(self.prefix, self.meta, save_interval=args.save_interval,
+        meta = checkpoint_meta(self.model_name, class_table(self.category_ids), self.test_short, args.max_size,
+                               self.net.limits, network=args.network, use_fpn=bool(args.use_fpn),
+                               run_name=self.run_name, train_short=list(self.short_range),
+                               pretrained=("none" if args.no_pretrained else
+                                           args.pretrained_weights or "gluoncv-model-store"))
+        self.checkpoints = CheckpointManager(self.prefix, meta, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
         config = dict(vars(args), model=self.model_name, prefix=self.prefix, contexts=[str(c) for c in self.contexts],
                       batch_size=self.batch_size, per_device_batch_size=self.per_device, lr=self.lr,
                       category_ids=list(self.category_ids), limits=self.net.limits, resume_path=self.resume_path)
-        self.open_run(self.prefix, config, args.dist_timeout)
+        self.open_run(config)
 
-    def _check_flags(self) -> None:
-        a = self.args
-        for flag, value, low in (("--epochs", a.epochs, 1), ("--save-interval", a.save_interval, 1),
-                                 ("--val-interval", a.val_interval, 1), ("--log-interval", a.log_interval, 1),
-                                 ("--max-size", a.max_size, 32), ("--num-workers", a.num_workers, 0),
-                                 ("--executor-threads", a.executor_threads, 0),
-                                 ("--save-iter-interval", a.save_iter_interval, 0),
-                                 ("--val-max-images", a.val_max_images, 0), ("--dist-timeout", a.dist_timeout, 0)):
-            if value < low:
-                raise UserError(f"{flag} must be >= {low}, got {value}")
-        if a.batch_size is not None and a.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {a.batch_size}")
-        if a.start_epoch is not None and not 0 <= a.start_epoch < a.epochs:
-            raise UserError(f"--start-epoch {a.start_epoch} must be in [0, --epochs {a.epochs})")
-        if a.no_pretrained and a.pretrained_weights:
-            raise UserError("--no-pretrained and --pretrained-weights contradict each other; give one")
+    def describe(self) -> str:
+        return (f"training {self.model_name} for {len(self.category_ids)} classes on "
+                f"{', '.join(map(str, self.contexts))}: {len(self.trainset)} training / {len(self.val_indices)} "
+                f"validation images, batch {self.batch_size} ({self.per_device} per device), short {self.args.short}, "
+                f"max size {self.args.max_size}")
 
     # ---------------------------------------------------------------- construction
     def build(self) -> None:
@@ -334,11 +256,12 @@ class MaskRCNNTrainer(TrainingRun):
             log.info("random initialisation: every layer is trained and the %d BatchNorm layers learn their "
                      "statistics", learn_batchnorm_statistics(net))
         train_params = trainable_params(net, pretrained=not args.no_pretrained)
+        self.trained_params = set(train_params.keys())
         for name, param in net.collect_params().items():
             if not isinstance(param, gluon.Constant):
-                param.grad_req = "write" if name in train_params else "null"
+                param.grad_req = "write" if name in self.trained_params else "null"
         if args.verbose:
-            log.info("trainable parameters (%d): %s", len(train_params), ", ".join(train_params.keys()))
+            log.info("trainable parameters (%d): %s", len(self.trained_params), ", ".join(sorted(self.trained_params)))
         transform = MaskRCNNTrainTransform(self.short_range, args.max_size, net)
         self.trainset = FashionInstance(*self.train_files, category_ids=self.category_ids, transform=transform,
                                         seed=args.seed)
@@ -349,15 +272,14 @@ class MaskRCNNTrainer(TrainingRun):
             self.val_indices = self.val_indices[: args.val_max_images]
         val_image_ids = [self.valset.image_records[i]["id"] for i in self.val_indices]
         self.val_gt = validation_ground_truth(self.val_files[0], self.category_ids, val_image_ids)
-        self.sampler = AspectRatioBatchSampler(self.trainset.get_im_aspect_ratio(), self.batch_size,
-                                               shuffle=True, seed=args.seed, num_parts=self.num_workers_dist,
-                                               part_index=self.rank)
-        self.batches = EpochTaggedBatches(self.sampler, len(self.trainset))
+        sampler = AspectRatioBatchSampler(self.trainset.get_im_aspect_ratio(), self.batch_size, shuffle=True,
+                                          seed=args.seed, num_parts=self.dist.num_workers, part_index=self.dist.rank)
+        self.batches = EpochTaggedBatches(sampler, len(self.trainset))
         from gluoncv.data.batchify import MaskRCNNTrainBatchify
         self.train_loader = gluon.data.DataLoader(
             self.trainset, batch_sampler=self.batches, batchify_fn=MaskRCNNTrainBatchify(net, len(self.contexts)),
             num_workers=args.num_workers)
-        self.iters_per_epoch = len(self.sampler)
+        self.iters_per_epoch = len(sampler)
         self.schedule = WarmupStepSchedule(self.lr, self.iters_per_epoch, self.decay_epochs, factor=args.lr_decay,
                                            warmup_iters=args.lr_warmup, warmup_factor=args.lr_warmup_factor)
         optimizer_params = {"learning_rate": self.lr, "wd": args.wd, "momentum": args.momentum}
@@ -371,6 +293,10 @@ class MaskRCNNTrainer(TrainingRun):
         if args.amp:
             from mxnet.contrib import amp
             amp.init_trainer(self.trainer)
+        if self.dist.is_dist:  # deferred shapes must be known before rank 0's weights can be sent
+            with mx.autograd.pause():
+                for ctx in self.contexts:
+                    net(mx.nd.zeros((1, 3, self.test_short, self.test_short), ctx=ctx))
         from gluoncv.model_zoo.rcnn.mask_rcnn import ForwardBackwardTask
         from gluoncv.utils.parallel import Parallel
         losses = (gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False),  # RPN objectness
@@ -392,7 +318,7 @@ class MaskRCNNTrainer(TrainingRun):
         inputs = {size: scaled_size(*size, low, max_size) for size in sizes}
         counts = {size: anchor_count(net, *inputs[size]) for size in sizes}
         size = min(counts, key=counts.get)
-        wanted = net.rpn._train_post_nms
+        wanted = self.net.limits["rpn_train_post_nms"]
         if counts[size] < wanted:
             in_h, in_w = inputs[size]
             raise UserError(f"--rpn-train-post-nms {wanted}: a {size[0]}x{size[1]} training photo becomes a "
@@ -400,34 +326,13 @@ class MaskRCNNTrainer(TrainingRun):
                             f"{counts[size]} RPN anchors; lower --rpn-train-post-nms to at most {counts[size]} "
                             "or raise --short")
 
-    # ---------------------------------------------------------------- loops
-    def _hybridize(self) -> None:
-        # Training and inference graphs differ: re-hybridizing drops the cached graph of the other mode.
+    # ---------------------------------------------------------------- the trainer's own steps
+    def hybridize(self) -> None:
         if not self.args.disable_hybridization:
             self.net.hybridize(static_alloc=self.args.static_alloc)
 
-    def validate(self, epoch: int, iteration: int) -> CocoMetrics:
-        """COCO bbox/segm mAP on the 512x512 val annotations; logs the per-class table."""
-        self._hybridize()
-        started = time.perf_counter()
-        results = predict_dataset(self.net, self.valset, self.contexts, self.test_short, self.args.max_size,
-                                  indices=self.val_indices, num_workers=min(self.args.num_workers, 2),
-                                  desc=f"val epoch {epoch}")
-        metrics = evaluate_coco(self.val_gt, results, log=log.debug)
-        elapsed = time.perf_counter() - started
-        log.info("validation after epoch %d (%d images, %d detections, %.1f s):\n%s", epoch, len(self.val_indices),
-                 len(results), elapsed, format_per_class_table(metrics))
-        values = {name: (0.0 if math.isnan(getattr(metrics, name)) else getattr(metrics, name))
-                  for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
-        self.logger.log_metrics(iteration, "val", epoch=epoch, **values)
-        if self.rank == 0:
-            atomic_write_json(self.prefix + "_val_metrics.json",
-                              dict(metrics.as_dict(), epoch=epoch, iteration=iteration), indent=2)
-        return metrics
-
-    def _train_step(self, batch, iteration: int) -> Dict[str, float]:
-        shards = split_and_load(batch, self.contexts)
-        per_device = list(zip(*shards))
+    def train_step(self, batch) -> Dict[str, float]:
+        per_device = list(zip(*split_and_load(batch, self.contexts)))
         if self.executor is not None:
             for data in per_device:
                 self.executor.put(data)
@@ -436,90 +341,30 @@ class MaskRCNNTrainer(TrainingRun):
             outputs = [self.task.forward_backward(data) for data in per_device]
         values = {name: float(np.mean([out[k].asscalar() for out in outputs])) for k, name in enumerate(LOSS_NAMES)}
         values["loss"] = sum(values[name] for name in LOSS_NAMES)
-        # Before the update: a NaN must not reach the weights (the last checkpoint stays usable).
-        check_finite(values, iteration)
-        self.trainer.set_learning_rate(self.schedule(iteration))
-        self.trainer.step(self.batch_size)
         return values
 
-    def fit(self) -> Dict:
-        """Train (resuming if asked); returns the best segm mAP, its epoch and the iteration count."""
-        args = self.args
-        start_epoch, iteration, skip = 0, 0, 0
-        if self.resume_path:
-            state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
-            start_epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
-        if self.dist.is_dist:
-            # Every worker starts from rank 0's weights; deferred shapes must be known to send them.
-            with mx.autograd.pause():
-                for ctx in self.contexts:
-                    self.net(mx.nd.zeros((1, 3, self.test_short, self.test_short), ctx=ctx))
-            sync_parameters(self.net.collect_params(), self.trainer, self.dist)
-            log.info("%s: global batch %d (%d per worker), learning rate %g for the global batch",
-                     self.dist.describe(), self.dist.global_batch_size(self.batch_size), self.batch_size, self.lr)
-        if args.start_epoch is not None:
-            if self.resume_path:
-                log.warning("--start-epoch %d overrides the checkpoint's position (epoch %d, iteration %d)",
-                            args.start_epoch, start_epoch, iteration)
-            start_epoch, iteration, skip = args.start_epoch, args.start_epoch * self.iters_per_epoch, 0
-        log.info("training %s for %d classes on %s: %d training / %d validation images, %d iterations per "
-                 "epoch, batch %d (%d per device), short %s, max size %d, %s", self.model_name,
-                 len(self.category_ids), ", ".join(map(str, self.contexts)), len(self.trainset),
-                 len(self.val_indices), self.iters_per_epoch, self.batch_size, self.per_device,
-                 args.short, args.max_size, self.schedule)
-        speed = Throughput()
-        for epoch in range(start_epoch, args.epochs):
-            self._hybridize()
-            self.batches.set_epoch(epoch, skip)
-            sums: Dict[str, float] = {}
-            count = 0
-            bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
-            speed.reset()
-            for batch_index, batch in enumerate(bar, start=skip):
-                lr = self.schedule(iteration)
-                with self.watchdog.guard(f"step {iteration}"):
-                    values = self._train_step(batch, iteration)
-                speed.update(self.batch_size)
-                self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate, **values)
-                iteration += 1
-                count += 1
-                for name, value in values.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{lr:.2e}", samples_s=f"{speed.rate:.2f}")
-                if iteration % args.log_interval == 0:
-                    log.info("[epoch %d][batch %d/%d] lr %.2e, %.2f samples/s, %s", epoch, batch_index + 1,
-                             self.iters_per_epoch, lr, speed.rate,
-                             ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-                done = batch_index + 1
-                if (args.save_iter_interval and done % args.save_iter_interval == 0
-                        and done < self.iters_per_epoch and self.rank == 0):
-                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=done)
-            bar.close()
-            skip = 0
-            means = {name: total / max(count, 1) for name, total in sums.items()}
-            self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
-            log.info("epoch %d: %s, %.2f samples/s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in means.items()),
-                     speed.overall)
-
-            def validate_epoch(epoch: int = epoch, iteration: int = iteration) -> Optional[float]:
-                if (epoch + 1) % args.val_interval and epoch + 1 != args.epochs:
-                    return None
-                segm = self.validate(epoch, iteration).segm_mAP
-                return 0.0 if math.isnan(segm) and not self.val_gt.getAnnIds() else segm
-
-            finish_epoch(self.dist, self.watchdog, args.dist_timeout, epoch, iteration, self.checkpoints, self.net,
-                         self.trainer, validate_epoch, self.plot)
-        if start_epoch >= args.epochs:
-            log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
-        barrier(self.dist, self.watchdog, "end of training")
-        dump_final_parameters(self.net, self.dist)
-        return {"best_segm_mAP": self.checkpoints.best_metric, "best_epoch": self.checkpoints.best_epoch,
-                "iteration": iteration}
+    def validate(self, epoch: int, iteration: int) -> Validation:
+        """COCO bbox/segm mAP on the 512x512 val annotations; logs the per-class table."""
+        # GluonCV's Mask R-CNN builds different graphs for training and inference: compile each afresh.
+        self.hybridize()
+        started = time.perf_counter()
+        try:
+            results = predict_dataset(self.net, self.valset, self.contexts, self.test_short, self.args.max_size,
+                                      indices=self.val_indices, num_workers=min(self.args.num_workers, 2),
+                                      desc=f"val epoch {epoch}")
+        finally:
+            self.hybridize()
+        metrics = evaluate_coco(self.val_gt, results, log=log.debug)
+        log.info("validation after epoch %d (%d images, %d detections, %.1f s):\n%s", epoch, len(self.val_indices),
+                 len(results), time.perf_counter() - started, format_per_class_table(metrics))
+        scalars = {name: (0.0 if math.isnan(getattr(metrics, name)) else getattr(metrics, name))
+                   for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
+        # No ground truth at all (a tiny val subset) scores 0, not NaN, so "best" still works.
+        segm = 0.0 if math.isnan(metrics.segm_mAP) and not self.val_gt.getAnnIds() else metrics.segm_mAP
+        return Validation(metric=segm, scalars=scalars, details=metrics.as_dict())
 
     def close(self) -> None:
-        if self.executor is not None:
-            del self.executor
-            self.executor = None
+        self.executor = None  # its worker threads end with it
         super().close()
 
 

@@ -1,0 +1,357 @@
+"""Every place gluon_fashion reaches into private GluonCV or MXNet code, and the versions it was checked against.
+
+GluonCV 0.10.5.post0 and MXNet 1.9.1 leave some things this project needs without a public API (the proposal
+and RoI counts of a built Mask R-CNN, a parameter-server barrier, loading one tensor into a deferred parameter)
+and get others wrong (MXNet's CPU ``ROIAlign`` with skipped RoIs, GluonCV's segmentation heads that bake the
+crop size into the graph). Each work-around here is a small named function whose docstring says what it
+works around and why; the rest of the package calls these and touches no private attribute of a GluonCV or
+MXNet object itself.
+
+Private code can change in any release without notice, so importing this module runs :func:`check_versions`:
+on any other MXNet or GluonCV version it raises a :class:`~gluon_fashion.errors.UserError` listing every
+function below to re-check. ``GLUON_FASHION_SKIP_VERSION_CHECK=1`` turns that error into a logged warning,
+for someone who re-checked them (or wants to try).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from importlib import metadata
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar
+
+import mxnet as mx
+from mxnet.base import _LIB, check_call
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: The MXNet version the patches were written for. Every build of it (``mxnet``, ``mxnet-cu112``,
+#: ``mxnet-cu117``, ...) reports this same ``mxnet.__version__``, so the build does not matter.
+MXNET_VERSION = "1.9.1"
+#: The GluonCV distribution the patches were written for (``pip show gluoncv``).
+GLUONCV_VERSION = "0.10.5.post0"
+#: What that GluonCV release says in ``gluoncv.__version__`` (not its distribution's version); compared
+#: only when the distribution's metadata cannot be read.
+GLUONCV_MODULE_VERSION = "0.11.0"
+#: Set to 1 to run on other versions anyway, with a warning instead of the error.
+SKIP_VERSION_CHECK_ENV = "GLUON_FASHION_SKIP_VERSION_CHECK"
+
+#: Name -> one-line reason of every function here that touches GluonCV/MXNet internals (the re-check list).
+PATCHES: Dict[str, str] = {}
+
+PatchFunction = TypeVar("PatchFunction", bound=Callable)
+
+
+def _patch(reason: str) -> Callable[[PatchFunction], PatchFunction]:
+    """Record a function in :data:`PATCHES` (returned unchanged)."""
+
+    def register(function: PatchFunction) -> PatchFunction:
+        PATCHES[function.__name__] = reason
+        return function
+
+    return register
+
+
+# ------------------------------------------------------------------------------------------------- Mask R-CNN
+class RpnBudgets(NamedTuple):
+    """How many proposals and RoIs a GluonCV (Mask/Faster) R-CNN keeps at each stage."""
+
+    rpn_train_pre_nms: int  # proposals kept before NMS in training
+    rpn_train_post_nms: int  # ... and after it, the pool the RoI sampler draws from
+    rpn_test_pre_nms: int
+    rpn_test_post_nms: int  # also the number of RoIs the heads see in inference
+    rcnn_num_sample: int  # RoIs sampled per image in training
+    rcnn_max_pos: int  # at most this many of them positives (the RoIs the mask head trains on)
+    max_num_gt: int  # ground-truth boxes per image the sampler pads to
+    rcnn_max_dets: int  # detections per image in inference
+
+
+@_patch("GluonCV 0.10.5 has no getter for a built R-CNN's proposal/RoI counts (private RPN/sampler attributes)")
+def rpn_budgets(net: mx.gluon.HybridBlock) -> RpnBudgets:
+    """The proposal and RoI counts of a GluonCV 0.10.5 R-CNN, read from where its graph reads them.
+
+    GluonCV takes these as constructor arguments and keeps them only as private attributes of the network,
+    its RPN and its RoI sampler; there is no public getter (``rpn.get_test_post_nms()`` covers one of eight).
+    """
+    rpn, sampler = net.rpn, net.sampler
+    return RpnBudgets(
+        rpn_train_pre_nms=rpn._train_pre_nms, rpn_train_post_nms=rpn._train_post_nms,
+        rpn_test_pre_nms=rpn._test_pre_nms, rpn_test_post_nms=rpn._test_post_nms,
+        rcnn_num_sample=net._num_sample, rcnn_max_pos=sampler._max_pos, max_num_gt=sampler._max_num_gt,
+        rcnn_max_dets=net._rcnn_max_dets)
+
+
+@_patch("GluonCV 0.10.5's zoo builders hard-code proposal/RoI counts; only private attributes change them")
+def set_rpn_budgets(net: mx.gluon.HybridBlock, budgets: RpnBudgets) -> None:
+    """Give a freshly built (not yet run) GluonCV 0.10.5 R-CNN other proposal and RoI counts.
+
+    ``get_model`` of a zoo Mask R-CNN hard-codes them (12000/2000 proposals, 128-512 RoIs) and GluonCV has no
+    setter. They are plain attributes read when the graph is first built, some kept twice (the training
+    proposals also as the sampler's input size, the RoI count on the net and on the sampler, the inference
+    proposals on the RPN and on the net), so every copy is written here. The caller keeps them consistent
+    (post-NMS counts at most the pre-NMS ones, RoIs at most the training proposals). GluonCV's box and mask
+    target generators keep the RoI and positive counts of the constructor until ``net.reset_class`` rebuilds
+    them from the values set here: call it afterwards, before training (``build_mask_rcnn`` does).
+    """
+    rpn, sampler = net.rpn, net.sampler
+    rpn._train_pre_nms = int(budgets.rpn_train_pre_nms)
+    rpn._train_post_nms = sampler._num_proposal = int(budgets.rpn_train_post_nms)
+    rpn._test_pre_nms = int(budgets.rpn_test_pre_nms)
+    rpn._test_post_nms = net._rpn_test_post_nms = int(budgets.rpn_test_post_nms)
+    net._num_sample = sampler._num_sample = int(budgets.rcnn_num_sample)
+    sampler._max_pos = int(budgets.rcnn_max_pos)
+    sampler._max_num_gt = int(budgets.max_num_gt)
+    net._rcnn_max_dets = int(budgets.rcnn_max_dets)
+
+
+@_patch("GluonCV 0.10.5 keeps an R-CNN's feature strides only in the private FasterRCNN._strides")
+def feature_strides(net: mx.gluon.HybridBlock) -> Tuple[int, ...]:
+    """Feature strides of a GluonCV 0.10.5 R-CNN: one for C4 networks, one per pyramid level for FPN ones.
+
+    The anchor arithmetic needs them (how many anchors an input has); GluonCV stores them only privately.
+    """
+    strides = net._strides
+    return tuple(strides) if isinstance(strides, (list, tuple)) else (strides,)
+
+
+#: ``(F, features, rpn_rois, roi_size, strides, min_stage, max_stage, roi_canonical_scale, sampling_ratio,
+#: eps) -> pooled`` RoIAlign over the pyramid; see :func:`replace_fpn_roi_pooling`.
+FpnRoiAlign = Callable[..., object]
+
+
+@_patch("MXNet 1.9.1's CPU ROIAlign garbles RoIs GluonCV 0.10.5 skips; replaces private _pyramid_roi_feats")
+def replace_fpn_roi_pooling(net: mx.gluon.HybridBlock, roi_align: FpnRoiAlign) -> None:
+    """Make a GluonCV 0.10.5 FPN R-CNN pool its RoIs with ``roi_align`` in RoIAlign mode.
+
+    GluonCV's ``FasterRCNN._pyramid_roi_feats`` gives the RoIs of other levels batch index -1 so that
+    ``ROIAlign`` skips them, but MXNet 1.9.1's CPU ``ROIAlign`` leaves their outputs uninitialised and writes
+    stray zeros into the first RoI's features. The method is private, so the replacement is installed on this
+    one network (GluonCV calls it as ``self._pyramid_roi_feats``). ``roi_align`` gets GluonCV's arguments
+    plus the network's lowest and highest pyramid stage (``FasterRCNN``'s private ``_min_stage``/``_max_stage``;
+    the highest may be P6, which GluonCV uses for the RPN only). RoIPooling mode keeps GluonCV's own method.
+    """
+    gluoncv_pooling = type(net)._pyramid_roi_feats
+    min_stage, max_stage = net._min_stage, net._max_stage
+
+    def pyramid_roi_feats(F, features, rpn_rois, roi_size, strides, roi_mode="align", roi_canonical_scale=224.0,
+                          sampling_ratio=2, eps=1e-6):
+        if roi_mode != "align":
+            return gluoncv_pooling(net, F, features, rpn_rois, roi_size, strides, roi_mode, roi_canonical_scale,
+                                   sampling_ratio, eps)
+        return roi_align(F, features, rpn_rois, roi_size, strides, min_stage, max_stage, roi_canonical_scale,
+                         sampling_ratio, eps)
+
+    net._pyramid_roi_feats = pyramid_roi_feats
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+#: What a replacement ``hybrid_forward`` for :func:`make_shape_free` replaces, by role:
+#: ``segmentation_net`` (FCN, PSPNet, DeepLabV3), ``deeplabv3plus_net`` (DeepLabV3Plus), ``aspp_pooling`` (the
+#: ASPP image-pooling branch of DeepLabV3 and V3+), ``deeplabv3plus_head`` (V3+'s decoder head) and
+#: ``pyramid_pooling`` (PSP's pyramid).
+SHAPE_FREE_ROLES = ("segmentation_net", "deeplabv3plus_net", "aspp_pooling", "deeplabv3plus_head",
+                    "pyramid_pooling")
+HybridForward = Callable[..., object]
+_SHAPE_FREE_SUBCLASSES: Dict[Tuple[type, HybridForward], type] = {}
+
+
+def _shape_baking_classes() -> Dict[str, Tuple[type, ...]]:
+    from gluoncv.model_zoo import deeplabv3, deeplabv3_plus, fcn, pspnet
+
+    return {"segmentation_net": (fcn.FCN, pspnet.PSPNet, deeplabv3.DeepLabV3),
+            "deeplabv3plus_net": (deeplabv3_plus.DeepLabV3Plus,),
+            "aspp_pooling": (deeplabv3._AsppPooling, deeplabv3_plus._AsppPooling),
+            "deeplabv3plus_head": (deeplabv3_plus._DeepLabHead,),
+            "pyramid_pooling": (pspnet._PyramidPooling,)}
+
+
+@_patch("GluonCV 0.10.5's segmentation blocks bake crop_size into hybrid_forward; swaps __class__ of 8 classes")
+def make_shape_free(block: mx.gluon.Block, forwards: Mapping[str, HybridForward]) -> None:
+    """Give every GluonCV 0.10.5 block inside ``block`` that bakes the crop size into its graph the
+    ``hybrid_forward`` of its role in ``forwards`` (keys: :data:`SHAPE_FREE_ROLES`).
+
+    GluonCV's FCN/PSPNet/DeepLabV3(+) and their ASPP pooling, DeepLabV3+ head and PSP pyramid upsample to
+    sizes fixed at construction (``crop_size // 8``...), and four of those classes are private. Each matching
+    block's ``__class__`` becomes a subclass that differs only in ``hybrid_forward`` (same parameters and
+    children, so the weights and their names stay GluonCV's); one subclass per class and forward is made.
+    """
+    if set(forwards) != set(SHAPE_FREE_ROLES):
+        raise ValueError(f"make_shape_free needs a forward for each of {SHAPE_FREE_ROLES}, got {sorted(forwards)}")
+    replaced: Dict[type, HybridForward] = {cls: forwards[role]
+                                           for role, classes in _shape_baking_classes().items() for cls in classes}
+
+    def swap(child: mx.gluon.Block) -> None:
+        forward = replaced.get(type(child))
+        if forward is None:
+            return
+        key = (type(child), forward)
+        if key not in _SHAPE_FREE_SUBCLASSES:
+            _SHAPE_FREE_SUBCLASSES[key] = type(key[0].__name__, (key[0],),
+                                               {"hybrid_forward": forward, "__module__": forward.__module__})
+        child.__class__ = _SHAPE_FREE_SUBCLASSES[key]
+
+    block.apply(swap)
+
+
+# ------------------------------------------------------------------------------------ parameters and layers
+@_patch("MXNet 1.9.1's Parameter.shape setter only fills unknown dims; writes the private Parameter._shape")
+def resize_param_shape(param: mx.gluon.Parameter, shape: Sequence[int]) -> None:
+    """Give ``param`` a new ``shape``, known dimensions included, for its next (re-)initialisation.
+
+    MXNet 1.9.1's ``Parameter.shape`` setter only fills dimensions still unknown (0) and asserts the others are
+    unchanged, and a block's parameters are created in its constructor, so a GluonCV head built for other
+    input widths cannot otherwise be resized. Arrays already allocated keep their old shape: initialise the
+    parameter (``force_reinit=True`` if it already was) before using it.
+    """
+    param._shape = tuple(int(d) for d in shape)
+
+
+@_patch("MXNet 1.9.1's BatchNorm takes use_global_stats only at construction (private BatchNorm._kwargs)")
+def set_batchnorm_global_stats(layer: mx.gluon.nn.BatchNorm, use_global_stats: bool) -> None:
+    """Make a BatchNorm (or SyncBatchNorm) layer normalise with its running statistics (True) or with batch
+    statistics in training (False).
+
+    MXNet 1.9.1's ``BatchNorm`` has the flag only as a constructor argument, kept in the private operator
+    keyword dict each forward passes on; GluonCV builds its layers itself. Set it before hybridising: a
+    hybridised graph keeps the value it was built with.
+    """
+    layer._kwargs["use_global_stats"] = bool(use_global_stats)
+
+
+@_patch("MXNet 1.9.1's SyncBatchNorm takes num_devices only at construction (private SyncBatchNorm._kwargs)")
+def set_syncbn_devices(layer: mx.gluon.contrib.nn.SyncBatchNorm, num_devices: int) -> None:
+    """Make a SyncBatchNorm layer synchronise its statistics over ``num_devices`` devices.
+
+    GluonCV 0.10.5's Xception65 builds one of its BatchNorm layers without the ``norm_kwargs`` that carry
+    ``num_devices``, so under SyncBatchNorm it would wait for 1 device; MXNet 1.9.1 keeps the count only in the
+    layer's private operator keyword dict. Set it before the first forward.
+    """
+    layer._kwargs["ndev"] = int(num_devices)
+
+
+@_patch("MXNet 1.9.1 has no public map of save_parameters names to parameters (Block._collect_params_with_prefix)")
+def params_by_structural_name(block: mx.gluon.Block) -> Dict[str, mx.gluon.Parameter]:
+    """``{name: parameter}`` under the structural names ``save_parameters`` writes (e.g. ``layer4.2.conv2.weight``).
+
+    Gluon 1.x (MXNet 1.9.1) exposes only the prefixed names of ``collect_params``; matching a ``.params`` file
+    written by ``save_parameters`` needs the private method ``load_parameters`` itself uses.
+    """
+    return block._collect_params_with_prefix()
+
+
+@_patch("MXNet 1.9.1 cannot set a deferred parameter's data publicly; uses the private Parameter._load_init")
+def load_param_data(param: mx.gluon.Parameter, data: mx.nd.NDArray, contexts: Sequence[mx.Context]) -> None:
+    """(Re-)initialise ``param`` on ``contexts`` with ``data``, also when its shape is still deferred.
+
+    ``Parameter.set_data`` in MXNet 1.9.1 needs an initialised parameter of known shape; loading a few tensors of
+    a file into a partly matching network (new heads) goes through the private method ``load_parameters`` uses.
+    ``data`` must have ``param``'s dtype and a shape compatible with it (0 = still unknown).
+    """
+    param._load_init(data, list(contexts))
+
+
+@_patch("GluonCV 0.10.5 exposes only 8-character sha1 prefixes of its model store (private _model_sha1)")
+def model_store_sha1(name: str) -> Optional[str]:
+    """The full sha1 GluonCV 0.10.5's model store records for weights ``name``, None if it has none.
+
+    ``model_store.short_hash`` gives only the first 8 characters, and ``get_model_file``, which checks the
+    full one, downloads on a mismatch; checking a file offline needs the private table.
+    """
+    from gluoncv.model_zoo import model_store
+    return model_store._model_sha1.get(name)
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+@_patch("MXNet 1.9.1's KVStore has no public barrier (private KVStore._barrier)")
+def kvstore_barrier(kvstore: mx.kv.KVStore) -> None:
+    """Wait until every worker of a parameter-server job reached this call.
+
+    MXNet 1.9.1's ``KVStore`` offers the barrier only as the private ``_barrier``, which is what MXNet's own
+    distributed examples call.
+    """
+    kvstore._barrier()
+
+
+@_patch("MXNet 1.9.1 wraps no C API to skip the barrier at exit (private _LIB.MXKVStoreSetBarrierBeforeExit)")
+def skip_kvstore_barrier_before_exit(kvstore: mx.kv.KVStore) -> None:
+    """Let this worker's process exit without waiting for the other workers of its parameter-server job.
+
+    At exit an MXNet 1.9.1 worker waits until every other worker exits too; after an error on this one the
+    others never get there, so it would hang instead of exiting with its error. The C API can turn that off,
+    but MXNet's Python ``KVStore`` has no method for it, so the private library handle is called directly.
+    """
+    check_call(_LIB.MXKVStoreSetBarrierBeforeExit(kvstore.handle, ctypes.c_int(0)))
+
+
+@_patch("MXNet 1.9.1's Trainer initialises its kvstore only lazily in step() (private Trainer._init_kvstore)")
+def init_trainer_kvstore(trainer: mx.gluon.Trainer) -> None:
+    """Create ``trainer``'s kvstore and push/pull its parameters now instead of in the first ``step``.
+
+    MXNet 1.9.1's ``gluon.Trainer`` does this lazily, inside the first ``step``/``allreduce_grads`` (after the
+    first gradients were computed), and has no public method for it; a distributed job needs rank 0's weights
+    on every worker before the first forward pass.
+    """
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+
+
+# --------------------------------------------------------------------------------------------- version check
+def _gluoncv_version() -> Tuple[Optional[str], bool]:
+    """(installed GluonCV version or None, whether it came from the distribution's metadata)."""
+    try:
+        return metadata.version("gluoncv"), True
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        import gluoncv
+    except ImportError:
+        return None, False
+    return str(getattr(gluoncv, "__version__", "unknown")), False
+
+
+def installed_versions() -> Dict[str, Optional[str]]:
+    """``{"mxnet": ..., "gluoncv": ...}`` as installed (None: not installed): ``mxnet.__version__`` and the
+    GluonCV distribution's version, or ``gluoncv.__version__`` where the distribution has no metadata."""
+    return {"mxnet": str(mx.__version__), "gluoncv": _gluoncv_version()[0]}
+
+
+def version_mismatches() -> Dict[str, Tuple[Optional[str], str]]:
+    """``{package: (installed, expected)}`` for each of MXNet/GluonCV that is not the version patched for."""
+    mismatches: Dict[str, Tuple[Optional[str], str]] = {}
+    mxnet_version = str(mx.__version__)
+    if mxnet_version != MXNET_VERSION:
+        mismatches["mxnet"] = (mxnet_version, MXNET_VERSION)
+    gluoncv_version, from_metadata = _gluoncv_version()
+    # GluonCV 0.10.5.post0 calls itself 0.11.0 in gluoncv.__version__, which is all there is without metadata.
+    if gluoncv_version != (GLUONCV_VERSION if from_metadata else GLUONCV_MODULE_VERSION):
+        mismatches["gluoncv"] = (gluoncv_version, GLUONCV_VERSION)
+    return mismatches
+
+
+def check_versions() -> None:
+    """UserError unless MXNet and GluonCV are the versions the patches here were written for, naming every
+    patch to re-check; only a logged warning when ``GLUON_FASHION_SKIP_VERSION_CHECK=1``."""
+    mismatches = version_mismatches()
+    if not mismatches:
+        return
+    found = ", ".join(f"{name} {installed or 'not installed'} (patched for {wanted})"
+                      for name, (installed, wanted) in mismatches.items())
+    patches = "\n".join(f"  - compat.{name}: {reason}" for name, reason in PATCHES.items())
+    message = (f"gluon_fashion reaches into private MXNet/GluonCV code written for mxnet {MXNET_VERSION} (any "
+               f"build: mxnet, mxnet-cu112, mxnet-cu117, ...) and gluoncv {GLUONCV_VERSION}, but found {found}. "
+               f"Private code may change or vanish between versions; re-check each of these in "
+               f"gluon_fashion/compat.py:\n{patches}\n"
+               f"Install the pinned versions (requirements.txt, the Makefile's MXNET), or, once the list is "
+               f"re-checked, set {SKIP_VERSION_CHECK_ENV}=1 to run with a warning instead of this error.")
+    if os.environ.get(SKIP_VERSION_CHECK_ENV, "").strip().lower() in ("1", "true", "yes"):
+        log.warning("%s is set, running anyway: %s", SKIP_VERSION_CHECK_ENV, message)
+        return
+    raise UserError(message)
+
+
+# Every entry point that builds a model or joins a job imports this module, so the check runs before any patch.
+check_versions()
