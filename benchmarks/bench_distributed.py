@@ -23,12 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import mxnet as mx  # first: as scheduler/server this import serves the job and exits
+import gluon_fashion  # noqa: F401  before MXNet: restores the numpy aliases it needs (Python 3.12)
+import mxnet as mx  # next: as scheduler/server this import serves the job and exits
 import numpy as np
 from mxnet import autograd, gluon
 
-from gluon_fashion.engine.distributed import (
-    DistInfo, barrier, init_distributed, launch_local, make_trainer, shard_indices, sync_parameters)
+from gluon_fashion.data.samplers import EpochBatchSampler
+from gluon_fashion.engine.distributed import DistInfo, barrier, init_distributed, make_trainer, sync_parameters
+from gluon_fashion.launcher import launch_local
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1"}
 NUM_SAMPLES = 8192
@@ -55,7 +57,9 @@ def _train(dist: DistInfo, hidden: int, steps: int, warmup: int, batch_size: int
     trainer = make_trainer(net.collect_params(), "sgd", {"learning_rate": 0.05, "momentum": 0.9}, dist)
     sync_parameters(net.collect_params(), trainer, dist)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    share = shard_indices(NUM_SAMPLES, dist.rank, dist.num_workers, seed=0, epoch=0)
+    # This worker's share of epoch 0's order, as the trainers' samplers give it.
+    sampler = EpochBatchSampler(NUM_SAMPLES, 1, seed=0, num_parts=dist.num_workers, part_index=dist.rank)
+    share = np.array([index for batch in sampler for index in batch])
     started = None
     for step in range(warmup + steps):
         if step == warmup:

@@ -44,7 +44,7 @@ SMALL_BUDGET = ["--rpn-train-pre-nms", "300", "--rpn-train-post-nms", "100", "--
 def converted_sample(name: str, **kwargs) -> Path:
     """Generate (once) a sample dataset under benchmarks/_work and convert it."""
     from gluon_fashion.convert import convert_imaterialist
-    from gluon_fashion.sample import make_sample_dataset
+    from gluon_fashion.synthetic import make_sample_dataset
     root = WORK / name
     if not (root / "annotations" / "rle_instances_train.json").is_file():
         val_num = kwargs.pop("val_num", 1)

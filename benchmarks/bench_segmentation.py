@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import gluon_fashion  # noqa: F401  before MXNet: restores the numpy aliases it needs (Python 3.12)
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "segmentation"
 TARGET_MIOU = 0.5
@@ -42,7 +44,7 @@ SPEED_CONFIGS = [  # (model, backbone, crop)
 def sample_dataset(num_train: int) -> Path:
     """The converted sample dataset for ``num_train`` photos (made once, then reused)."""
     from gluon_fashion.convert import convert_imaterialist
-    from gluon_fashion.sample import make_sample_dataset
+    from gluon_fashion.synthetic import make_sample_dataset
 
     root = WORK / f"sample_{num_train}"
     if not (root / "annotations" / "rle_instances_val.json").is_file():
@@ -82,7 +84,7 @@ def _config(root: Path, name: str, **overrides):
 
 def _use_work_cache() -> None:
     # Keep the image-filter cache of the benchmark's own sample out of the user's home.
-    from gluon_fashion.data.semantic import CACHE_ENV
+    from gluon_fashion.data.segmentation import CACHE_ENV
 
     os.environ.setdefault(CACHE_ENV, str(WORK / "cache"))
 

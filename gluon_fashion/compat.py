@@ -7,7 +7,9 @@ crop size into the graph). Each work-around here is a small named function whose
 works around and why; the rest of the package calls these and touches no private attribute of a GluonCV or
 MXNet object itself.
 
-Private code can change in any release without notice, so importing this module runs :func:`check_versions`:
+Importing this module also restores numpy's removed aliases MXNet needs (:func:`restore_numpy_aliases`);
+``import gluon_fashion`` imports it first. Private code can change in any release without notice, so importing
+this module runs :func:`check_versions`:
 on any other MXNet or GluonCV version it raises a :class:`~gluon_fashion.errors.UserError` listing every
 function below to re-check. ``GLUON_FASHION_SKIP_VERSION_CHECK=1`` turns that error into a logged warning,
 for someone who re-checked them (or wants to try).
@@ -18,14 +20,37 @@ import ctypes
 import logging
 import os
 from importlib import metadata
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
-import mxnet as mx
-from mxnet.base import _LIB, check_call
+import numpy as np
 
 from .errors import UserError
 
+if TYPE_CHECKING:  # MXNet itself is imported by the functions that need it: importing compat stays cheap
+    import mxnet as mx
+
 log = logging.getLogger(__name__)
+
+#: numpy aliases that numpy 1.24 removed and MXNet 1.9.1 / GluonCV 0.10.5 still use (``np.bool`` in MXNet's
+#: ``numpy_dispatch_protocol`` at import, ``np.int``/``np.float``/``np.object`` in data and model code).
+_REMOVED_NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "complex": complex, "object": object,
+                          "str": str, "long": int}
+
+
+def restore_numpy_aliases() -> List[str]:
+    """Give numpy back the builtin aliases MXNet 1.9.1 and GluonCV 0.10.5 use; returns the names restored.
+
+    Needed from numpy 1.24 on (the only numpy with Python 3.12 wheels that MXNet 1.9.1 runs with is 1.26).
+    Must run before MXNet or GluonCV is imported; the package's ``__init__`` imports this module first, so
+    every entry point (trainers, tools, tests) gets it. Names numpy still has are left alone.
+    """
+    restored = [name for name in _REMOVED_NUMPY_ALIASES if name not in vars(np)]
+    for name in restored:
+        setattr(np, name, _REMOVED_NUMPY_ALIASES[name])
+    return restored
+
+
+restore_numpy_aliases()
 
 #: The MXNet version the patches were written for. Every build of it (``mxnet``, ``mxnet-cu112``,
 #: ``mxnet-cu117``, ...) reports this same ``mxnet.__version__``, so the build does not matter.
@@ -282,6 +307,8 @@ def skip_kvstore_barrier_before_exit(kvstore: mx.kv.KVStore) -> None:
     others never get there, so it would hang instead of exiting with its error. The C API can turn that off,
     but MXNet's Python ``KVStore`` has no method for it, so the private library handle is called directly.
     """
+    from mxnet.base import _LIB, check_call
+
     check_call(_LIB.MXKVStoreSetBarrierBeforeExit(kvstore.handle, ctypes.c_int(0)))
 
 
@@ -313,16 +340,29 @@ def _gluoncv_version() -> Tuple[Optional[str], bool]:
     return str(getattr(gluoncv, "__version__", "unknown")), False
 
 
+def _mxnet_version() -> Optional[str]:
+    """The installed MXNet's version, from its distribution's metadata (any build: ``mxnet``, ``mxnet-cu112``,
+    ...), without importing it; None when none is installed."""
+    try:
+        return metadata.version("mxnet")
+    except metadata.PackageNotFoundError:
+        pass
+    for dist in metadata.distributions():
+        if str(dist.metadata["Name"] or "").lower().startswith("mxnet"):
+            return dist.version
+    return None
+
+
 def installed_versions() -> Dict[str, Optional[str]]:
-    """``{"mxnet": ..., "gluoncv": ...}`` as installed (None: not installed): ``mxnet.__version__`` and the
-    GluonCV distribution's version, or ``gluoncv.__version__`` where the distribution has no metadata."""
-    return {"mxnet": str(mx.__version__), "gluoncv": _gluoncv_version()[0]}
+    """``{"mxnet": ..., "gluoncv": ...}`` as installed (None: not installed): the MXNet distribution's version
+    and the GluonCV distribution's, or ``gluoncv.__version__`` where the distribution has no metadata."""
+    return {"mxnet": _mxnet_version(), "gluoncv": _gluoncv_version()[0]}
 
 
 def version_mismatches() -> Dict[str, Tuple[Optional[str], str]]:
     """``{package: (installed, expected)}`` for each of MXNet/GluonCV that is not the version patched for."""
     mismatches: Dict[str, Tuple[Optional[str], str]] = {}
-    mxnet_version = str(mx.__version__)
+    mxnet_version = _mxnet_version()
     if mxnet_version != MXNET_VERSION:
         mismatches["mxnet"] = (mxnet_version, MXNET_VERSION)
     gluoncv_version, from_metadata = _gluoncv_version()
@@ -353,5 +393,5 @@ def check_versions() -> None:
     raise UserError(message)
 
 
-# Every entry point that builds a model or joins a job imports this module, so the check runs before any patch.
+# The package's __init__ imports this module, so the check runs before any patch (and before MXNet is imported).
 check_versions()

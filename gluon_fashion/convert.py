@@ -52,6 +52,7 @@ from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
 from . import rle
+from .data.coco_json import read_coco_json
 from .errors import UserError
 from .fileio import atomic_open, atomic_save, atomic_write_json
 from .images import image_size
@@ -178,21 +179,11 @@ class _Config:
 
 def read_label_descriptions(path: PathLike) -> Dict:
     """Load label_descriptions.json; UserError naming the file if it is missing or not the expected shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: label descriptions not found (expected Kaggle's label_descriptions.json here)")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            doc = json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a JSON object with 'categories' and 'attributes'")
+    doc = read_coco_json(path, "label descriptions", keys=("categories", "attributes"),
+                         hint="expected Kaggle's label_descriptions.json here")
     for key in ("categories", "attributes"):
-        entries = doc.get(key)
-        if not isinstance(entries, list) or not all(
-                isinstance(e, dict) and isinstance(e.get("id"), int) and isinstance(e.get("name"), str)
-                for e in entries):
+        if not all(isinstance(e, dict) and isinstance(e.get("id"), int) and isinstance(e.get("name"), str)
+                   for e in doc[key]):
             raise UserError(f"{path}: '{key}' must be a list of objects with an integer 'id' and a 'name'")
     if not doc["categories"]:
         raise UserError(f"{path}: 'categories' is empty")

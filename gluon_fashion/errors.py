@@ -27,3 +27,21 @@ def cli_entry(main: F) -> F:
             return 130
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_uncaught_user_errors() -> None:
+    """Make an uncaught UserError (one raised at import, before any ``cli_entry`` can catch it, such as the
+    MXNet/GluonCV version check) print as one ``error: ...`` line instead of a traceback; other exceptions
+    keep the previous hook."""
+    previous = sys.excepthook
+    if getattr(previous, "prints_user_errors", False):
+        return
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, UserError):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+
+    hook.prints_user_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

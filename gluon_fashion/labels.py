@@ -3,11 +3,15 @@
 The 46 category names and 92 attribute names are those of the competition's label_descriptions.json.
 The ``level`` values are our own grouping (1 = whole garment or accessory, 2 = garment part, closure or
 decoration); the converter always takes categories from the user's label_descriptions.json, so they only
-matter for the bundled sample dataset.
+matter for the bundled sample dataset. :class:`ClassSet` is a choice of categories to train on
+(``--classes``), shared by both tasks.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from .errors import UserError
 
 _CATEGORY_TABLE = [
     # (name, supercategory)
@@ -123,6 +127,64 @@ def short_name(name: str) -> str:
     return name.split(",")[0].strip()
 
 
-def names_for(ids: Sequence[int]) -> List[str]:
-    """Category names of ``ids`` in order."""
-    return [CATEGORY_NAMES[i] for i in ids]
+@dataclass(frozen=True)
+class ClassSet:
+    """Which Kaggle categories are labelled, and how: label ``k + 1`` for the k-th id, or 1 for all (binary)."""
+
+    category_ids: Tuple[int, ...] = MAIN_APPAREL_IDS
+    binary: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes, background included."""
+        return 2 if self.binary else len(self.category_ids) + 1
+
+    @property
+    def class_names(self) -> List[str]:
+        """Name of each label value: 'background' first."""
+        if self.binary:
+            return ["background", "garment"]
+        return ["background"] + [CATEGORY_NAMES[i] for i in self.category_ids]
+
+    def label_of(self, category_id: int) -> int:
+        """Label value for a Kaggle category id (0 = not in the set: not painted)."""
+        try:
+            index = self.category_ids.index(int(category_id))
+        except ValueError:
+            return 0
+        return 1 if self.binary else index + 1
+
+    def to_dict(self) -> Dict:
+        """JSON-ready description (stored in checkpoint metadata)."""
+        return {"category_ids": list(self.category_ids), "binary": self.binary, "names": self.class_names}
+
+    @classmethod
+    def from_dict(cls, data: Dict) -> "ClassSet":
+        """Inverse of ``to_dict``."""
+        return cls(tuple(int(i) for i in data["category_ids"]), bool(data.get("binary", False)))
+
+
+def parse_class_set(spec: str = "main", binary: bool = False) -> ClassSet:
+    """``--classes`` value -> ClassSet: 'main' (ids 0-12), 'all' (0-45) or ids/ranges such as '0,1,6-8'."""
+    text = (spec or "main").strip().lower()
+    if text == "main":
+        return ClassSet(MAIN_APPAREL_IDS, binary)
+    if text == "all":
+        return ClassSet(tuple(range(NUM_CATEGORIES)), binary)
+    ids: List[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        bounds = part.split("-")
+        if not part or len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+            raise UserError(f"--classes {spec!r}: {part!r} is not a category id or range (use e.g. '0,1,6-8', "
+                            "'main' or 'all')")
+        low, high = int(bounds[0]), int(bounds[-1])
+        if low > high:
+            raise UserError(f"--classes {spec!r}: range {part!r} runs backwards")
+        ids.extend(range(low, high + 1))
+    bad = [i for i in ids if i >= NUM_CATEGORIES]
+    if bad:
+        raise UserError(f"--classes {spec!r}: category id {bad[0]} does not exist (ids are 0..{NUM_CATEGORIES - 1})")
+    if len(set(ids)) != len(ids):
+        raise UserError(f"--classes {spec!r}: a category id is listed twice")
+    return ClassSet(tuple(ids), binary)

@@ -36,7 +36,7 @@ from .engine.progress import progress as progress_bar
 from .errors import UserError
 from .fileio import atomic_write_json
 from .images import image_size, read_rgb
-from .labels import CATEGORY_NAMES
+from .labels import CATEGORY_NAMES, ClassSet
 from .rle import coco_to_mask, mask_to_coco
 
 PathLike = Union[str, Path]
@@ -156,7 +156,6 @@ def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Op
         scale = {"short": overrides["short"] or default_short, "max_size": overrides["max_size"] or default_max}
         category_ids = tuple(int(c) for c in net.category_ids)
         return LoadedModel(str(weights), task, net, meta, contexts, scale, category_ids)
-    from .data.semantic import ClassSet
     from .models.segmentation import image_scale as segmentation_scale
     from .models.segmentation import load_segmentation_model
 
@@ -175,7 +174,7 @@ def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Op
 # ------------------------------------------------------------------------------------------------ images
 def find_images(path: PathLike, flag: str = "--images") -> List[Path]:
     """One image file, or the image files directly inside a folder (sorted); UserError if there are none."""
-    from .transforms.semantic import list_images
+    from .transforms.segmentation import list_images
 
     path = Path(path)
     if path.is_file():

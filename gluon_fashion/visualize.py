@@ -6,7 +6,6 @@ map, and Kaggle category ``c`` is drawn in ``palette(...)[c + 1]``, the colour o
 from __future__ import annotations
 
 import colorsys
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .data.coco_json import converter_hint, read_coco_json
 from .errors import UserError
 from .fileio import atomic_save
 from .images import read_rgb
@@ -172,20 +172,6 @@ def save_image(path: Union[str, Path], rgb: np.ndarray) -> None:
 # Ground-truth renders of a converted dataset (tools/visualize_dataset.py)
 
 
-def _load_split(data_root: Path, split: str) -> Dict:
-    path = data_root / "annotations" / f"rle_instances_{split}.json"
-    if not path.is_file():
-        raise UserError(f"{path} not found: run tools/convert_imaterialist_to_coco.py --data_root {data_root} first")
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            dataset = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc}); re-run the converter") from None
-    if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= set(dataset):
-        raise UserError(f"{path}: not a COCO annotation file (needs images, annotations and categories)")
-    return dataset
-
-
 def render_ground_truth(image_rgb: np.ndarray, annotations: Sequence[Dict], class_names: Dict[int, str],
                         alpha: float = 0.5) -> np.ndarray:
     """Overlay of COCO annotations (compressed-RLE masks at the image's size, ``bbox`` as x, y, w, h)."""
@@ -214,7 +200,8 @@ def render_dataset(data_root: Union[str, Path], split: str, num_images: int, out
     if num_images < 1:
         raise UserError(f"-n must be at least 1, got {num_images}")
     data_root, output = Path(data_root), Path(output)
-    dataset = _load_split(data_root, split)
+    dataset = read_coco_json(data_root / "annotations" / f"rle_instances_{split}.json",
+                             keys=("images", "annotations", "categories"), hint=converter_hint(data_root))
     images = list(dataset["images"])
     if seed is not None:
         order = np.random.default_rng(seed).permutation(len(images))

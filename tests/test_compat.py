@@ -21,8 +21,8 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from gluon_fashion import compat
-from gluon_fashion.engine.distributed import launch_local
 from gluon_fashion.errors import UserError
+from gluon_fashion.launcher import launch_local
 from gluon_fashion.models.segmentation import SHAPE_FREE_FORWARDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 
 # ------------------------------------------------------------------------------------------- version check
 def _fake_versions(monkeypatch, mxnet_version: str, gluoncv_version: str) -> None:
-    monkeypatch.setattr(mx, "__version__", mxnet_version)
+    monkeypatch.setattr(compat, "_mxnet_version", lambda: mxnet_version)
     real_version = metadata.version
     monkeypatch.setattr(metadata, "version",
                         lambda name: gluoncv_version if name == "gluoncv" else real_version(name))
@@ -111,15 +111,27 @@ def test_skip_variable_turns_the_error_into_a_logged_warning(monkeypatch, caplog
     assert "mxnet 1.8.0 (patched for 1.9.1)" in warning and "compat.set_rpn_budgets" in warning
 
 
-def test_the_check_runs_on_import_and_plain_package_import_stays_light():
-    fake = "import mxnet; mxnet.__version__ = '1.8.0'; import gluon_fashion.models"
-    failed = _run_python(fake, GLUON_FASHION_SKIP_VERSION_CHECK="")
-    assert failed.returncode != 0 and "UserError" in failed.stderr and "mxnet 1.8.0" in failed.stderr
-    skipped = _run_python(fake, GLUON_FASHION_SKIP_VERSION_CHECK="1")
+_FAKE_MXNET_180 = ("import importlib.metadata as m; real = m.version; "
+                   "m.version = lambda name: '1.8.0' if name == 'mxnet' else real(name); ")
+
+
+def test_the_check_runs_on_package_import_as_one_line_and_the_import_stays_light():
+    failed = _run_python(_FAKE_MXNET_180 + "import gluon_fashion", GLUON_FASHION_SKIP_VERSION_CHECK="")
+    assert failed.returncode != 0 and failed.stderr.startswith("error: ") and "mxnet 1.8.0" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    skipped = _run_python(_FAKE_MXNET_180 + "import gluon_fashion.models", GLUON_FASHION_SKIP_VERSION_CHECK="1")
     assert skipped.returncode == 0 and "running anyway" in skipped.stderr, skipped.stderr
-    light = _run_python("import sys, gluon_fashion; "
-                        "print('mxnet' in sys.modules, 'gluon_fashion.compat' in sys.modules)")
-    assert light.stdout.split() == ["False", "False"], light.stderr
+    light = _run_python("import sys, gluon_fashion, numpy; "
+                        "print('mxnet' in sys.modules, 'gluon_fashion.compat' in sys.modules, numpy.bool is bool)")
+    assert light.stdout.split() == ["False", "True", "True"], light.stderr
+
+
+def test_numpy_aliases_come_back_before_mxnet_needs_them(monkeypatch):
+    monkeypatch.delattr(np, "bool", raising=False)
+    monkeypatch.delattr(np, "object", raising=False)
+    assert {"bool", "object"} <= set(compat.restore_numpy_aliases())
+    assert np.bool is bool and np.object is object
+    assert compat.restore_numpy_aliases() == []  # nothing left to restore
 
 
 # ---------------------------------------------------------------------------------------------- Mask R-CNN
@@ -295,7 +307,8 @@ def test_init_trainer_kvstore_initialises_before_the_first_step():
 
 _KVSTORE_JOB = textwrap.dedent("""
     import time
-    import mxnet as mx  # first: as scheduler/server this import serves the job and exits
+    import gluon_fashion  # before MXNet: restores the numpy aliases it needs (Python 3.12)
+    import mxnet as mx  # next: as scheduler/server this import serves the job and exits
     from gluon_fashion import compat
 
     kv = mx.kv.create("dist_sync")

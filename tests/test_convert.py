@@ -23,7 +23,7 @@ from conftest import KaggleRow, csv_line, write_kaggle_dataset
 from gluon_fashion import labels, rle
 from gluon_fashion.convert import convert_imaterialist, split_images
 from gluon_fashion.errors import UserError
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.synthetic import make_sample_dataset
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_imaterialist_to_coco.py"
 JSON_NAMES = ["rle_instances_train.json", "rle_instances_val.json", "resize_rle_instances_val.json",

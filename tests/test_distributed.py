@@ -19,26 +19,29 @@ import textwrap
 import time
 from pathlib import Path
 
-import mxnet as mx  # first: as scheduler/server this import serves the job and exits
+import gluon_fashion  # noqa: F401  before MXNet: restores the numpy aliases it needs (Python 3.12)
+import mxnet as mx  # next: as scheduler/server this import serves the job and exits
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon
 
-from gluon_fashion.engine import CheckpointManager, EpochBatchSampler, RunLogger
-from gluon_fashion.engine.distributed import (
-    WATCHDOG_EXIT_CODE, DistInfo, StepWatchdog, barrier, init_distributed, launch_local, make_trainer,
-    scale_for_workers, shard_indices, sync_parameters)
+from gluon_fashion.data.samplers import EpochBatchSampler
+from gluon_fashion.engine import CheckpointManager, RunLogger
+from gluon_fashion.engine.distributed import (DistInfo, barrier, init_distributed, make_trainer, scale_for_workers,
+                                              sync_parameters)
+from gluon_fashion.engine.watchdog import WATCHDOG_EXIT_CODE, StepWatchdog
 from gluon_fashion.errors import UserError
 from gluon_fashion.fileio import atomic_save, atomic_write_json
+from gluon_fashion.launcher import launch_local
 
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 # One thread per process: four processes share this machine's cores.
 JOB_ENV = {"OMP_NUM_THREADS": "1", "MXNET_CPU_WORKER_NTHREADS": "1", "GLUON_FASHION_NO_PROGRESS": "1"}
 
-NUM_SAMPLES = 97  # odd, so two workers' shares need one wrapped-around sample
+NUM_SAMPLES = 97  # odd, so the sampler leaves one sample out to give two workers equal shares
 BATCH = 8         # per worker
 EPOCHS = 4
 SEED = 5
@@ -65,8 +68,13 @@ def _lr(epoch: int) -> float:
     return BASE_LR * 0.5 ** epoch  # a schedule: must reach every worker's update
 
 
+def _sampler(rank: int, num_workers: int) -> EpochBatchSampler:
+    """Worker ``rank``'s batches, as the trainers draw them."""
+    return EpochBatchSampler(NUM_SAMPLES, BATCH, seed=SEED, num_parts=num_workers, part_index=rank)
+
+
 def _steps_per_epoch(num_workers: int) -> int:
-    return len(shard_indices(NUM_SAMPLES, 0, num_workers, SEED, 0)) // BATCH
+    return len(_sampler(0, num_workers))
 
 
 def _worker_main(argv) -> int:
@@ -89,16 +97,16 @@ def _worker_main(argv) -> int:
     watchdog = StepWatchdog(args.dist_timeout)
     x_all, y_all = _regression_data()
     loss_fn = gluon.loss.L2Loss()
+    sampler = _sampler(dist.rank, dist.num_workers)
     epoch_losses, iteration = [], 0
     for epoch in range(EPOCHS):
         trainer.set_learning_rate(_lr(epoch))
-        share = shard_indices(NUM_SAMPLES, dist.rank, dist.num_workers, SEED, epoch)
+        sampler.set_epoch(epoch)
         total = 0.0
-        for step in range(len(share) // BATCH):
+        for batch in sampler:
             with watchdog.guard(f"step {iteration}"):
                 if dist.rank == args.die_rank and iteration == args.die_at_step:
                     os.kill(os.getpid(), signal.SIGKILL)  # a crash: no clean-up, no message
-                batch = share[step * BATCH:(step + 1) * BATCH]
                 x, y = mx.nd.array(x_all[batch]), mx.nd.array(y_all[batch])
                 with autograd.record():
                     loss = loss_fn(net(x), y)
@@ -106,7 +114,7 @@ def _worker_main(argv) -> int:
                 trainer.step(BATCH)
                 total += float(loss.mean().asscalar())
             iteration += 1
-        epoch_losses.append(total / (len(share) // BATCH))
+        epoch_losses.append(total / len(sampler))
         logger.log_metrics(iteration, "train_epoch", epoch=epoch, loss=epoch_losses[-1])
         # The epoch's last push/pull finishes here, under the watchdog, not inside rank 0's unguarded save.
         barrier(dist, watchdog, f"end of epoch {epoch}")
@@ -126,11 +134,13 @@ def _reference_weights(num_workers: int, path: Path) -> dict:
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": BASE_LR, "momentum": 0.9}, kvstore=None)
     x_all, y_all = _regression_data()
     loss_fn = gluon.loss.L2Loss()
+    samplers = [_sampler(rank, num_workers) for rank in range(num_workers)]
     for epoch in range(EPOCHS):
         trainer.set_learning_rate(_lr(epoch))
-        shares = [shard_indices(NUM_SAMPLES, rank, num_workers, SEED, epoch) for rank in range(num_workers)]
-        for step in range(len(shares[0]) // BATCH):
-            batch = np.concatenate([share[step * BATCH:(step + 1) * BATCH] for share in shares])
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        for batches in zip(*samplers):  # step by step, the workers' batches together
+            batch = np.concatenate(batches)
             with autograd.record():
                 loss = loss_fn(net(mx.nd.array(x_all[batch])), mx.nd.array(y_all[batch]))
             loss.backward()
@@ -315,7 +325,7 @@ def test_launcher_cli_reports_first_failure_and_bad_usage():
 def test_watchdog_stops_a_stalled_block_and_leaves_finished_ones_alone():
     program = textwrap.dedent("""
         import time
-        from gluon_fashion.engine.distributed import StepWatchdog
+        from gluon_fashion.engine.watchdog import StepWatchdog
         watchdog = StepWatchdog(1.0)
         for i in range(3):
             with watchdog.guard(f"step {i}"):
@@ -386,49 +396,39 @@ def test_bad_kv_store_settings_are_user_errors(name, message, monkeypatch):
 
 
 @settings(max_examples=60, deadline=None)
-@given(num_samples=st.integers(1, 300), num_workers=st.integers(1, 9), epoch=st.integers(0, 5),
-       pad=st.booleans())
-def test_shards_are_equal_disjoint_and_cover_the_epoch(num_samples, num_workers, epoch, pad):
-    if not pad and num_samples < num_workers:
-        with pytest.raises(UserError):
-            shard_indices(num_samples, 0, num_workers, SEED, epoch, pad=pad)
+@given(num_samples=st.integers(1, 300), num_workers=st.integers(1, 9), batch_size=st.integers(1, 6),
+       epoch=st.integers(0, 5))
+def test_worker_shares_are_equal_and_disjoint(num_samples, num_workers, batch_size, epoch):
+    def share(rank):
+        sampler = EpochBatchSampler(num_samples, batch_size, seed=SEED, num_parts=num_workers, part_index=rank)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    if num_samples // num_workers < batch_size:
+        with pytest.raises(UserError, match="make no batch"):
+            share(0)
         return
-    shards = [shard_indices(num_samples, rank, num_workers, SEED, epoch, pad=pad) for rank in range(num_workers)]
-    lengths = {len(shard) for shard in shards}
-    assert len(lengths) == 1
-    joined = np.concatenate(shards)
-    if pad:
-        assert lengths.pop() == -(-num_samples // num_workers)
-        assert set(joined.tolist()) == set(range(num_samples))  # nothing dropped
-        if num_samples >= num_workers:
-            # Only the wrap-around repeats samples, fewer than num_workers of them.
-            assert len(joined) - len(set(joined.tolist())) < num_workers
-    else:
-        assert lengths.pop() == num_samples // num_workers
-        assert len(set(joined.tolist())) == len(joined)  # disjoint
-    # Every worker derives the same permutation: recomputing gives the same share.
-    np.testing.assert_array_equal(shards[-1], shard_indices(num_samples, num_workers - 1, num_workers, SEED,
-                                                            epoch, pad=pad))
+    shares = [share(rank) for rank in range(num_workers)]
+    # Equal shares: every worker runs the same number of full steps, or dist_sync would wait forever.
+    assert {len(batches) for batches in shares} == {num_samples // num_workers // batch_size}
+    assert all(len(batch) == batch_size for batches in shares for batch in batches)
+    joined = [index for batches in shares for batch in batches for index in batch]
+    assert len(set(joined)) == len(joined) and set(joined) <= set(range(num_samples))  # disjoint
+    # Less than one batch per worker, plus the remainder of the split, is left out of the epoch.
+    assert num_samples - len(joined) < num_workers * (batch_size + 1)
+    assert share(num_workers - 1) == shares[-1]  # every worker derives the same permutation
 
 
-def test_shard_order_changes_with_epoch_and_seed():
-    base = shard_indices(100, 1, 2, seed=0, epoch=0)
-    assert not np.array_equal(base, shard_indices(100, 1, 2, seed=0, epoch=1))
-    assert not np.array_equal(base, shard_indices(100, 1, 2, seed=1, epoch=0))
-    np.testing.assert_array_equal(shard_indices(7, 0, 3, 0, 0, shuffle=False), [0, 3, 6])
-    np.testing.assert_array_equal(shard_indices(7, 1, 3, 0, 0, shuffle=False), [1, 4, 0])  # wrapped
-    with pytest.raises(ValueError):
-        shard_indices(10, 2, 2, 0, 0)
+def test_worker_shares_change_with_epoch_and_seed():
+    def share(seed, epoch, shuffle=True, length=100, parts=2, part=1):
+        sampler = EpochBatchSampler(length, 1, shuffle=shuffle, seed=seed, num_parts=parts, part_index=part)
+        sampler.set_epoch(epoch)
+        return [index for batch in sampler for index in batch]
 
-
-@pytest.mark.parametrize("length, parts", [(97, 2), (50, 3), (8, 8)])
-def test_unpadded_shards_are_what_the_engine_batch_sampler_gives_each_worker(length, parts):
-    # Trainers may shard with either; both must agree on which worker sees which sample.
-    for part in range(parts):
-        sampler = EpochBatchSampler(length, 1, seed=SEED, last_batch="keep", num_parts=parts, part_index=part)
-        sampler.set_epoch(3)
-        np.testing.assert_array_equal([i for batch in sampler for i in batch],
-                                      shard_indices(length, part, parts, SEED, 3, pad=False))
+    base = share(seed=0, epoch=0)
+    assert base != share(seed=0, epoch=1) and base != share(seed=1, epoch=0)
+    assert share(0, 0, shuffle=False, length=7, parts=3, part=0) == [0, 3]  # 7th sample left out: equal shares
+    assert share(0, 0, shuffle=False, length=7, parts=3, part=1) == [1, 4]
 
 
 def test_scale_for_workers_divides_rescale_grad_and_keeps_lr():

@@ -20,13 +20,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import mxnet as mx  # first: as scheduler/server this import serves the job and exits
+import gluon_fashion  # noqa: F401  before MXNet: restores the numpy aliases it needs (Python 3.12)
+import mxnet as mx  # next: as scheduler/server this import serves the job and exits
 import numpy as np
 import pytest
 
 from gluon_fashion.convert import convert_imaterialist
-from gluon_fashion.engine.distributed import DUMP_PARAMS_ENV, launch_local
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.engine.distributed import DUMP_PARAMS_ENV
+from gluon_fashion.launcher import launch_local
+from gluon_fashion.synthetic import make_sample_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()

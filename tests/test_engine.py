@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
+from gluon_fashion.data.samplers import EpochBatchSampler
 from gluon_fashion.engine.plots import read_metrics
-from gluon_fashion.engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, NonFiniteLossError,
-                                  PolySchedule, RunLogger, Throughput, WarmupStepSchedule, check_finite, epoch_seed,
-                                  parse_gpus, plot_metrics, progress, read_checkpoint_meta, seed_everything,
-                                  split_batch)
+from gluon_fashion.engine import (CheckpointManager, NonFiniteLossError, PolySchedule, RunLogger, Throughput,
+                                  WarmupStepSchedule, check_finite, epoch_seed, parse_gpus, plot_metrics, progress,
+                                  read_checkpoint_meta, seed_everything, split_batch)
 from gluon_fashion.engine.distributed import DistInfo
 from gluon_fashion.engine.run import TrainingRun, run_training
 from gluon_fashion.errors import UserError
@@ -218,16 +218,17 @@ def test_mid_epoch_save_updates_only_last_and_records_position(tmp_path):
     assert read_checkpoint_meta(prefix + "_0002.json")["resume"]["epoch"] == 3
 
 
-def test_save_interval_and_keep_last(tmp_path):
+def test_save_interval(tmp_path):
     net, trainer = _tiny_net()
     prefix = str(tmp_path / "m")
-    manager = CheckpointManager(prefix, META, save_interval=2, keep_last=2)
+    manager = CheckpointManager(prefix, META, save_interval=2)
     for epoch in range(8):
         manager.save(net, trainer, epoch=epoch, iteration=10 * (epoch + 1))
     manager.update_best(net, 7, 80, 0.5)
     names = sorted(os.listdir(tmp_path))
-    assert [n for n in names if n.endswith(".json")] == ["m_0005.json", "m_0007.json", "m_best.json", "m_last.json"]
-    assert "m_0001.params" not in names and "m_0001.states" not in names
+    assert [n for n in names if n.endswith(".json")] == ["m_0001.json", "m_0003.json", "m_0005.json", "m_0007.json",
+                                                         "m_best.json", "m_last.json"]
+    assert "m_0000.params" not in names and "m_0000.states" not in names
     assert read_checkpoint_meta(manager.last_path)["epoch"] == 7
     assert not [n for n in names if n.startswith(".")]  # no staging or temporary leftovers
 
@@ -364,45 +365,6 @@ def test_manager_rejects_incomplete_meta():
 def test_read_checkpoint_meta_missing(tmp_path):
     with pytest.raises(UserError, match=r"run_0001\.json is missing"):
         read_checkpoint_meta(str(tmp_path / "run_0001.params"))
-
-
-# ---------------------------------------------------------------- resumable sampler
-def test_epoch_batch_sampler_resumes_exactly():
-    sampler = EpochBatchSampler(23, batch_size=4, shuffle=True, seed=3)
-    assert len(sampler) == 5  # short final batch discarded
-    sampler.set_epoch(2)
-    full = list(sampler)
-    assert len(full) == 5 and all(len(b) == 4 for b in full) and len({i for b in full for i in b}) == 20
-    sampler.set_epoch(2, skip=3)
-    assert list(sampler) == full[3:]
-    sampler.set_epoch(3)
-    assert list(sampler) != full
-    again = EpochBatchSampler(23, batch_size=4, shuffle=True, seed=3)
-    again.set_epoch(2)
-    assert list(again) == full
-    keep = EpochBatchSampler(23, batch_size=4, shuffle=False, last_batch="keep")
-    assert len(keep) == 6 and list(keep)[-1] == [20, 21, 22]
-
-
-def test_epoch_tagged_batches_carry_the_epoch_in_each_index():
-    sampler = EpochBatchSampler(23, batch_size=4, shuffle=True, seed=3)
-    tagged = EpochTaggedBatches(sampler, 23)
-    tagged.set_epoch(2, skip=1)
-    batches = list(tagged)
-    assert len(tagged) == len(sampler) == 5 and len(batches) == 4
-    assert [[divmod(i, 23) for i in b] for b in batches] == [[(2, i) for i in b] for b in list(sampler)]
-    tagged.set_epoch(0)
-    assert list(tagged) == list(sampler)  # epoch 0 leaves indices as they are
-
-
-def test_epoch_batch_sampler_parts_are_equal_and_disjoint():
-    parts = [EpochBatchSampler(11, batch_size=2, seed=1, num_parts=2, part_index=i) for i in range(2)]
-    batches = [list(p) for p in parts]
-    assert len(batches[0]) == len(batches[1]) == len(parts[0]) == 2
-    flat = [set(i for b in part for i in b) for part in batches]
-    assert not flat[0] & flat[1]
-    with pytest.raises(UserError, match="--batch-size"):
-        EpochBatchSampler(3, batch_size=4)
 
 
 # ---------------------------------------------------------------- run logger
@@ -580,20 +542,22 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted_run(tmp_path):
 
 
 _SAVER_SCRIPT = """
-import sys, mxnet as mx
+import sys
+from gluon_fashion.engine import CheckpointManager  # first: restores the numpy aliases MXNet needs (3.12)
+import mxnet as mx
 from mxnet import gluon
-from gluon_fashion.engine import CheckpointManager
 net = gluon.nn.Dense(512, in_units=512)
 net.initialize()
 trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9})
-manager = CheckpointManager(sys.argv[1], {"task": "segmentation", "model": "dense", "classes": []}, keep_last=2)
-epoch = 0
+manager = CheckpointManager(sys.argv[1], {"task": "segmentation", "model": "dense", "classes": []})
+step = 0
 while True:
-    net.weight.set_data(mx.nd.full((512, 512), epoch))
-    manager.save(net, trainer, epoch, epoch)
-    if epoch == 1:
+    net.weight.set_data(mx.nd.full((512, 512), step))
+    # Epoch numbers 0, 1, 2 in turn: three epoch checkpoints replaced over and over, so disk use stays bounded.
+    manager.save(net, trainer, epoch=step % 3, iteration=step)
+    if step == 2:
         print("saving", flush=True)
-    epoch += 1
+    step += 1
 """
 
 
@@ -607,20 +571,24 @@ def test_sigkill_during_saves_never_leaves_a_bad_complete_checkpoint(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
     manager = CheckpointManager(prefix, {"task": "segmentation", "model": "dense", "classes": []})
-    epochs = [int(n[2:6]) for n in os.listdir(tmp_path) if re.fullmatch(r"m_\d{4}\.json", n)]
-    assert 1 <= len(epochs) <= 3  # keep_last=2, plus one whose pruning the kill may have interrupted
-    for epoch in epochs:  # every checkpoint with a .json is complete and holds that epoch's weights
+    epochs = sorted(int(n[2:6]) for n in os.listdir(tmp_path) if re.fullmatch(r"m_\d{4}\.json", n))
+    assert epochs == [0, 1, 2]
+    loaded, detected = [], []
+    for path in [manager.epoch_path(epoch) for epoch in epochs] + [manager.last_path]:
         net = gluon.nn.Dense(512, in_units=512)
         net.initialize()
-        manager.restore(manager.epoch_path(epoch), net)
-        assert np.all(net.weight.data().asnumpy() == epoch)
-    net = gluon.nn.Dense(512, in_units=512)
-    net.initialize()
-    try:
-        state = manager.restore(manager.last_path, net, gluon.Trainer(net.collect_params(), "sgd"))
-        assert np.all(net.weight.data().asnumpy() == state["meta"]["epoch"])
-    except UserError as exc:  # killed between the renames of _last: detected, never loaded silently
-        assert "sha1" in str(exc)
+        try:
+            state = manager.restore(path, net, gluon.Trainer(net.collect_params(), "sgd"))
+        except UserError as exc:  # killed between the renames of this checkpoint: detected, never loaded silently
+            assert "sha1" in str(exc)
+            detected.append(path)
+            continue
+        # A checkpoint that loads holds the weights of the step its .json names.
+        assert np.all(net.weight.data().asnumpy() == state["meta"]["iteration"])
+        if path != manager.last_path:
+            assert state["meta"]["iteration"] % 3 == state["meta"]["epoch"]
+        loaded.append(path)
+    assert len(detected) <= 1 and len(loaded) >= 3  # the kill interrupts at most the one save in progress
 
 
 class _ScriptedRun(TrainingRun):

@@ -1,4 +1,4 @@
-"""Mask R-CNN: RLE dataset, working-resolution transform, sampler, mask pasting, COCO weight reuse, and short
+"""Mask R-CNN: RLE dataset, working-resolution transform, mask pasting, COCO weight reuse, and short
 training runs (overfit + validation + best checkpoint, SIGKILL and resume, two CPU contexts).
 
 Training runs use resnet18 C4 from random initialisation at a small scale with a small RoI budget.
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from gluon_fashion.convert import convert_imaterialist
-from gluon_fashion.data.instance import AspectRatioBatchSampler, FashionInstance, split_files
+from gluon_fashion.data.instance import FashionInstance, split_files
 from gluon_fashion.engine import WarmupStepSchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation.coco import evaluate_coco
@@ -30,7 +30,7 @@ from gluon_fashion.models.mask_rcnn import (anchor_count, apply_limits, build_ma
                                             trainable_params)
 from gluon_fashion.predict import predict_to_folder
 from gluon_fashion.rle import coco_to_mask, nearest_indices
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.synthetic import make_sample_dataset
 from gluon_fashion.trainers.mask_rcnn import (VAL_MAX_DETECTIONS, VAL_SCORE_THRESHOLD, build_parser, predict_dataset,
                                               train)
 from gluon_fashion.transforms.instance import MaskRCNNTrainTransform, scaled_size
@@ -165,27 +165,6 @@ def test_rpn_targets_batchify_with_the_network(data_root):
     anchors = feat_h * feat_w * 15
     assert cls_targets[0].shape == (2, anchors) and box_targets[0].shape == (2, anchors, 4)
     assert (cls_targets[0].asnumpy() == 1).sum() > 0  # each image has positive anchors
-
-
-def test_sampler_order_depends_on_seed_and_epoch_only_and_groups_aspect_ratios():
-    ratios = np.random.RandomState(0).uniform(0.5, 2.0, 23)
-    sampler = AspectRatioBatchSampler(ratios, batch_size=2, seed=5, bucket_mult=4)
-    sampler.set_epoch(3)
-    order = list(sampler)
-    assert len(order) == len(sampler) == 11 and all(len(b) == 2 for b in order)
-    flat = [i for b in order for i in b]
-    assert len(set(flat)) == len(flat)
-    again = AspectRatioBatchSampler(ratios, batch_size=2, seed=5, bucket_mult=4)
-    again.set_epoch(3, skip=4)
-    assert list(again) == order[4:]
-    again.set_epoch(4)
-    assert list(again) != order
-    # within each bucket of 8 images, a batch holds neighbours in aspect-ratio order
-    permutation = sampler._indices()[:22]  # the 23rd image does not fill a batch
-    for start in range(0, 22, 8):
-        bucket = sorted(permutation[start:start + 8], key=lambda i: ratios[i])
-        pairs = {tuple(bucket[k:k + 2]) for k in range(0, len(bucket), 2)}
-        assert pairs <= {tuple(b) for b in order}
 
 
 def test_paste_mask_matches_gluoncv_fill_and_tolerates_boxes_off_the_grid():

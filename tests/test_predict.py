@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from gluon_fashion.convert import convert_imaterialist
-from gluon_fashion.data.semantic import ClassSet
+from gluon_fashion.labels import ClassSet
 from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.errors import UserError
 from gluon_fashion.evaluation.coco import evaluate_coco
@@ -34,7 +34,7 @@ from gluon_fashion.models.segmentation import predict_label_map
 from gluon_fashion.predict import (ImageReader, load_model, predict_images, predict_to_folder, semantic_instances,
                                    write_submission_from_checkpoint)
 from gluon_fashion.rle import coco_to_mask, kaggle_to_mask, mask_to_coco, mask_to_kaggle, resize_coco_rle
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.synthetic import make_sample_dataset
 from gluon_fashion.submission import check_submission, read_sample_ids, resolve_overlaps
 from gluon_fashion.visualize import palette
 

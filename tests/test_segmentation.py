@@ -19,22 +19,22 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from gluon_fashion.convert import convert_imaterialist
-from gluon_fashion.data.semantic import ClassSet, SemanticSegmentation, get_dataset, parse_class_set
+from gluon_fashion.data.segmentation import SemanticSegmentation, get_dataset
 from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.engine.schedules import PolySchedule
 from gluon_fashion.errors import UserError
 from gluon_fashion.images import read_rgb
-from gluon_fashion.labels import MAIN_APPAREL_IDS
+from gluon_fashion.labels import MAIN_APPAREL_IDS, ClassSet, parse_class_set
 from gluon_fashion.models.initialization import initialize_params
 from gluon_fashion.models.pretrained import pretrained_file
 from gluon_fashion.models.segmentation import (_construct, build_segmentation_model, checkpoint_meta,
                                                classifier_convs, load_segmentation_model, predict_label_map)
 from gluon_fashion.rle import coco_to_mask, mask_to_coco, nearest_indices
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.synthetic import make_sample_dataset
 from gluon_fashion.evaluation.segmentation import evaluate_batches
 from gluon_fashion.trainers.segmentation import pixel_cross_entropy
-from gluon_fashion.transforms.semantic import (IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform,
-                                               scaled_size)
+from gluon_fashion.transforms.segmentation import (IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform,
+                                                   scaled_size)
 
 REPO = Path(__file__).resolve().parents[1]
 CROP, BASE = 48, 64

@@ -18,7 +18,7 @@ from gluon_fashion.engine.checkpoint import read_checkpoint_meta
 from gluon_fashion.engine.run import run_training
 from gluon_fashion.engine.stages import StagePlan, backbone_stage, parse_stages
 from gluon_fashion.errors import UserError
-from gluon_fashion.sample import make_sample_dataset
+from gluon_fashion.synthetic import make_sample_dataset
 from gluon_fashion.trainers import mask_rcnn, segmentation
 
 MASK_RCNN_FLAGS = ["--network", "resnet18_v1b", "--no-pretrained", "--short", "160", "--max-size", "224",

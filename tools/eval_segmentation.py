@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-import mxnet as mx
-
+from gluon_fashion.engine import parse_gpus
+from gluon_fashion.engine.flags import default_gpus
 from gluon_fashion.errors import UserError, cli_entry
 from gluon_fashion.predict import predict_to_folder
 from gluon_fashion.evaluation.segmentation import evaluate_checkpoint, parse_scales
@@ -34,7 +34,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--crop-size", type=int, default=None, help="sliding-window size (default: the checkpoint's)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--ngpus", type=int, default=min(1, mx.context.num_gpus()),
+    p.add_argument("--ngpus", type=int, default=1 if default_gpus(all_gpus=False) else 0,
                    help="1 = run on GPU 0, 0 = CPU (default: %(default)s)")
     return p.parse_args(argv)
 
@@ -42,7 +42,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    ctx = mx.gpu(0) if args.ngpus > 0 else mx.cpu()
+    ctx = parse_gpus("0" if args.ngpus > 0 else "", flag="--ngpus")[0]
     scales = parse_scales(args.scales)
     if args.images:
         if not args.output:

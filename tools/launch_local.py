@@ -14,8 +14,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from gluon_fashion.engine.distributed import launch_local
 from gluon_fashion.errors import cli_entry
+from gluon_fashion.launcher import launch_local
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -8,23 +8,23 @@ import argparse
 import sys
 from typing import List, Optional
 
-from gluon_fashion import sample
+from gluon_fashion import synthetic
 from gluon_fashion.errors import cli_entry
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="datasets/sample", help="output folder (default: %(default)s)")
-    parser.add_argument("--num-train", type=int, default=sample.DEFAULT_NUM_TRAIN,
+    parser.add_argument("--num-train", type=int, default=synthetic.DEFAULT_NUM_TRAIN,
                         help="annotated training images (default: %(default)s)")
-    parser.add_argument("--num-test", type=int, default=sample.DEFAULT_NUM_TEST,
+    parser.add_argument("--num-test", type=int, default=synthetic.DEFAULT_NUM_TEST,
                         help="unannotated test images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical files (default: %(default)s)")
-    parser.add_argument("--format", choices=sample.FORMATS, default="2019", dest="fmt",
+    parser.add_argument("--format", choices=synthetic.FORMATS, default="2019", dest="fmt",
                         help="Kaggle competition layout: 2019 (ClassId '6_36') or 2020 (AttributesIds column)")
-    parser.add_argument("--min-size", type=int, default=sample.DEFAULT_MIN_SIZE,
+    parser.add_argument("--min-size", type=int, default=synthetic.DEFAULT_MIN_SIZE,
                         help="smallest image short side in pixels (default: %(default)s)")
-    parser.add_argument("--max-size", type=int, default=sample.DEFAULT_MAX_SIZE,
+    parser.add_argument("--max-size", type=int, default=synthetic.DEFAULT_MAX_SIZE,
                         help="largest image side in pixels (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a sample this tool wrote before (other non-empty folders are refused)")
@@ -35,9 +35,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 @cli_entry
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    summary = sample.make_sample_dataset(args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                                         fmt=args.fmt, min_size=args.min_size, max_size=args.max_size,
-                                         overwrite=args.overwrite, progress=not args.no_progress)
+    summary = synthetic.make_sample_dataset(args.out, num_train=args.num_train, num_test=args.num_test,
+                                            seed=args.seed, fmt=args.fmt, min_size=args.min_size,
+                                            max_size=args.max_size, overwrite=args.overwrite,
+                                            progress=not args.no_progress)
     print(summary.report())
     return 0
 

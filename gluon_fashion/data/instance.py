@@ -4,23 +4,22 @@ GluonCV's ``COCOInstance`` expects polygon masks and reads every image through `
 the masks stay compressed RLE until the transform decodes them straight at the training resolution
 (``gluon_fashion.transforms.instance``), and images are decoded RGB whatever their JPEG mode.
 
-Indices may carry the epoch (``epoch * len(dataset) + i``, see ``engine.EpochTaggedBatches``): the
+Indices may carry the epoch (``epoch * len(dataset) + i``, see ``data.samplers.EpochTaggedBatches``): the
 augmentation of sample ``i`` in epoch ``e`` is then seeded by ``(seed, e, i)`` alone, so a resumed run and
 any number of loader workers draw the same flips as an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from gluoncv.data import COCOInstance
 
-from ..engine import EpochBatchSampler, epoch_seed
 from ..errors import UserError
 from ..images import read_rgb_at_least
 from ..labels import CATEGORY_NAMES, NUM_CATEGORIES
+from .coco_json import converter_hint, read_coco_json
 
 TRAIN_ANNOTATIONS = "annotations/rle_instances_train.json"
 VAL_ANNOTATIONS = "annotations/rle_instances_val.json"
@@ -34,21 +33,6 @@ def split_files(root: str, split: str) -> Tuple[Path, Path]:
     if split not in names:
         raise ValueError(f"split must be one of {sorted(names)}, got {split!r}")
     return Path(root) / names[split], Path(root) / _IMAGE_DIRS[names[split]]
-
-
-def load_coco_json(path: Path) -> Dict:
-    """The converter's COCO JSON, with a UserError that says how to make it when it is missing."""
-    if not path.is_file():
-        raise UserError(f"{path} not found: convert the Kaggle CSV first with "
-                        f"python tools/convert_imaterialist_to_coco.py --data_root {path.parent.parent}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read COCO JSON ({exc})") from None
-    if not isinstance(data, dict) or not {"images", "annotations"} <= set(data):
-        raise UserError(f"{path}: not a COCO instance file (needs 'images' and 'annotations')")
-    return data
 
 
 class FashionInstance(COCOInstance):
@@ -92,12 +76,16 @@ class FashionInstance(COCOInstance):
         """pycocotools COCO of the annotation file (for evaluation)."""
         if not self._coco:
             from ..evaluation.coco import coco_from_dict
-            self._coco.append(coco_from_dict(load_coco_json(self.annotation_file)))
+            self._coco.append(coco_from_dict(self._read_annotations()))
         return self._coco[0]
+
+    def _read_annotations(self) -> Dict:
+        # The converter writes <root>/annotations/<name>.json: say how to make a missing one.
+        return read_coco_json(self.annotation_file, hint=converter_hint(self.annotation_file.parent.parent))
 
     def _load_jsons(self):
         """Four lists, as GluonCV's samplers expect: image paths, labels, RLE masks, aspect ratios."""
-        data = load_coco_json(self.annotation_file)
+        data = self._read_annotations()
         self.json_id_to_contiguous = {cid: k for k, cid in enumerate(self.category_ids)}
         self.contiguous_id_to_json = {k: cid for cid, k in self.json_id_to_contiguous.items()}
         names = {c["id"]: c["name"] for c in data.get("categories", []) if "id" in c and "name" in c}
@@ -184,34 +172,3 @@ class FashionInstance(COCOInstance):
         out_size = pick_size(*size)
         return self._transform(self.read_image(index, out_size), label, segms, orig_size=size, out_size=out_size)
 
-
-class AspectRatioBatchSampler(EpochBatchSampler):
-    """``EpochBatchSampler`` whose batches group images of similar aspect ratio (less padding).
-
-    The epoch's seeded permutation is cut into buckets of ``batch_size * bucket_mult`` images; each bucket
-    is sorted by aspect ratio and cut into batches, and the batches are shuffled. Order depends only on
-    ``(seed, epoch)``, so ``set_epoch(epoch, skip=k)`` resumes exactly.
-    """
-
-    def __init__(self, aspect_ratios: Sequence[float], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 bucket_mult: int = 32, num_parts: int = 1, part_index: int = 0):
-        super().__init__(len(aspect_ratios), batch_size, shuffle=shuffle, seed=seed, last_batch="discard",
-                         num_parts=num_parts, part_index=part_index)
-        self.aspect_ratios = np.asarray(aspect_ratios, dtype=np.float64)
-        self.bucket_mult = max(1, int(bucket_mult))
-
-    def _batches(self) -> List[List[int]]:
-        indices = self._indices()[: len(self) * self.batch_size]
-        bucket = self.batch_size * self.bucket_mult
-        batches = []
-        for start in range(0, len(indices), bucket):
-            chunk = indices[start:start + bucket]
-            chunk = chunk[np.argsort(self.aspect_ratios[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        if self.shuffle:
-            order = np.random.RandomState(epoch_seed(self.seed + 1, self.epoch)).permutation(len(batches))
-            batches = [batches[i] for i in order]
-        return batches
-
-    def __iter__(self) -> Iterator[List[int]]:
-        yield from self._batches()[self.skip:]

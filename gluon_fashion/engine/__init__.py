@@ -1,6 +1,5 @@
 """Training engine shared by the Mask R-CNN and DeepLab trainers: devices, schedules, checkpoints, logs, plots."""
-from .checkpoint import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, checkpoint_base,
-                         read_checkpoint_meta)
+from .checkpoint import CheckpointManager, checkpoint_base, read_checkpoint_meta
 from .context import epoch_seed, parse_gpus, seed_everything, split_batch
 from .logger import RunLogger, jsonable
 from .plots import plot_metrics
@@ -8,7 +7,7 @@ from .progress import NonFiniteLossError, Throughput, check_finite, progress
 from .schedules import PolySchedule, WarmupStepSchedule
 
 __all__ = [
-    "CheckpointManager", "EpochBatchSampler", "EpochTaggedBatches", "NonFiniteLossError", "PolySchedule",
-    "RunLogger", "Throughput", "WarmupStepSchedule", "check_finite", "checkpoint_base", "epoch_seed", "jsonable", "parse_gpus",
-    "plot_metrics", "progress", "read_checkpoint_meta", "seed_everything", "split_batch",
+    "CheckpointManager", "NonFiniteLossError", "PolySchedule", "RunLogger", "Throughput", "WarmupStepSchedule",
+    "check_finite", "checkpoint_base", "epoch_seed", "jsonable", "parse_gpus", "plot_metrics", "progress",
+    "read_checkpoint_meta", "seed_everything", "split_batch",
 ]

@@ -1,10 +1,8 @@
 """Checkpoints that every tool can load from the path alone, and exact resume after a crash or SIGKILL.
 
-Files for ``prefix = "train_logs/run1/mask_rcnn_resnet50_v1b"``::
-
-    <prefix>_0004.params/.states/.json   end of epoch 4 (0-based), every ``save_interval`` epochs
-    <prefix>_last.params/.states/.json   the latest save, end of epoch or mid-epoch ("--resume latest")
-    <prefix>_best.params/.json           best validation metric so far (no optimizer states)
+A checkpoint is ``<base>.params`` (weights), ``<base>.states`` (optimizer states; not in "best"
+checkpoints) and ``<base>.json`` (its description, below); which bases a run writes (epoch, ``_last``,
+``_best``) is listed in README.md, "What a run writes".
 
 A checkpoint is complete when its ``.json`` exists and the sha1 recorded in it matches the ``.params``
 (and ``.states``) beside it. Each file is written atomically under a hidden staging name, the staged files
@@ -22,9 +20,8 @@ The ``.json`` holds the caller's ``meta`` (required keys: ``task`` "mask_rcnn"|"
 
 Resume semantics: start epoch ``E`` with the global iteration counter at ``I`` and skip the first ``K``
 batches of epoch ``E`` (``K == 0`` after an end-of-epoch save, when ``E`` is the next epoch). Skipping is exact
-only if the epoch's sample order depends on ``(seed, epoch)`` alone: use :class:`EpochBatchSampler`
-(seeded with :func:`epoch_seed`) as the DataLoader's ``batch_sampler``; it skips the indices, not the
-decoded images, so resuming costs nothing.
+only if the epoch's sample order depends on ``(seed, epoch)`` alone, as with the batch samplers of
+:mod:`gluon_fashion.data.samplers`.
 """
 from __future__ import annotations
 
@@ -36,18 +33,14 @@ import math
 import os
 import re
 import shutil
-from typing import Iterator, Optional
-
-import numpy as np
+from typing import Optional
 
 from .. import __version__
 from ..errors import UserError
 from ..fileio import atomic_save, atomic_write_json
-from .context import epoch_seed
 from .logger import jsonable
 
-__all__ = ["CheckpointManager", "EpochBatchSampler", "checkpoint_base", "epoch_seed", "read_checkpoint_meta",
-           "CHECKPOINT_FORMAT", "TASKS"]
+__all__ = ["CheckpointManager", "checkpoint_base", "read_checkpoint_meta", "CHECKPOINT_FORMAT", "TASKS"]
 
 CHECKPOINT_FORMAT = "gluon_fashion.checkpoint"
 FORMAT_VERSION = 1
@@ -126,8 +119,7 @@ class CheckpointManager:
     (higher is better, e.g. "segm_mAP" or "mIoU").
     """
 
-    def __init__(self, prefix: str, meta: dict, save_interval: int = 1, keep_last: Optional[int] = None,
-                 metric_name: str = "metric"):
+    def __init__(self, prefix: str, meta: dict, save_interval: int = 1, metric_name: str = "metric"):
         meta = dict(meta)
         if "model" not in meta and "architecture" in meta:
             meta["model"] = meta["architecture"]
@@ -138,12 +130,9 @@ class CheckpointManager:
             raise ValueError(f"checkpoint meta task must be one of {TASKS}, got {meta['task']!r}")
         if save_interval < 1:
             raise UserError(f"checkpoint save interval must be >= 1 epoch, got {save_interval}")
-        if keep_last is not None and keep_last < 1:
-            raise UserError(f"number of epoch checkpoints to keep must be >= 1, got {keep_last}")
         self.prefix = os.fspath(prefix)
         self.meta = jsonable(meta)
         self.save_interval = int(save_interval)
-        self.keep_last = keep_last
         self.metric_name = metric_name
         self._best_metric: Optional[float] = None
         self._best_epoch: Optional[int] = None
@@ -285,7 +274,6 @@ class CheckpointManager:
         written = None
         if kind == "epoch" and (epoch + 1) % self.save_interval == 0:
             written = self._write_set(f"{self.prefix}_{epoch:04d}", net, trainer, doc)
-            self._prune()
         last = self._write_set(self.prefix + "_last", net, trainer, doc, reuse=written)
         self._latest = {"epoch": epoch, "iteration": iteration, "params": last[".params"]}
         path = (written or last)[".params"]
@@ -322,15 +310,6 @@ class CheckpointManager:
             if match:
                 found.append((int(match.group(1)), os.path.join(folder, name[: -len(".json")])))
         return sorted(found)
-
-    def _prune(self) -> None:
-        if self.keep_last is None:
-            return
-        for _, base in self._epoch_checkpoints()[: -self.keep_last]:
-            for suffix in (".json", ".params", ".states"):  # .json first: never a .json without its data
-                if os.path.exists(base + suffix):
-                    os.unlink(base + suffix)
-            log.info("removed old checkpoint %s.params (keeping the last %d)", base, self.keep_last)
 
     # ---------------------------------------------------------------- reading
     def restore(self, resume_path: str, net, trainer=None, ctx=None) -> dict:
@@ -385,72 +364,3 @@ def _short(value, limit: int = 80) -> str:
     text = json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-class EpochBatchSampler:
-    """Batches of dataset indices whose order depends only on ``(seed, epoch)``; resumable mid-epoch.
-
-    Use as ``DataLoader(dataset, batch_sampler=sampler, ...)`` and call ``set_epoch(epoch, skip=k)``
-    before iterating an epoch: the first ``k`` batches are skipped without loading any image.
-    ``last_batch``: "discard" drops a short final batch (fixed per-device batch sizes), "keep" yields it.
-    ``num_parts``/``part_index`` give each distributed worker its own slice of the same permutation.
-    """
-
-    def __init__(self, length: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 last_batch: str = "discard", num_parts: int = 1, part_index: int = 0):
-        if last_batch not in ("discard", "keep"):
-            raise ValueError(f"last_batch must be 'discard' or 'keep', got {last_batch!r}")
-        if batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-        self.length, self.batch_size, self.shuffle, self.seed = int(length), int(batch_size), shuffle, int(seed)
-        self.last_batch, self.num_parts, self.part_index = last_batch, int(num_parts), int(part_index)
-        self.epoch, self.skip = 0, 0
-        if len(self) == 0:
-            raise UserError(f"{self.length} training sample(s) make no batch of --batch-size {batch_size}"
-                            + (f" across {self.num_parts} workers" if self.num_parts > 1 else ""))
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch's order and how many leading batches to skip (resume)."""
-        self.epoch, self.skip = int(epoch), int(skip)
-
-    def _indices(self) -> np.ndarray:
-        order = (np.random.RandomState(epoch_seed(self.seed, self.epoch)).permutation(self.length)
-                 if self.shuffle else np.arange(self.length))
-        # Every part gets the same number of samples, or distributed workers would wait on each other.
-        usable = (self.length // self.num_parts) * self.num_parts
-        return order[:usable][self.part_index::self.num_parts]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        indices = self._indices()
-        for batch in range(self.skip, len(self)):
-            yield indices[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
-
-    def __len__(self) -> int:
-        """Batches in a full epoch (skipping does not change it, so iteration counts stay aligned)."""
-        per_part = self.length // self.num_parts
-        full, rest = divmod(per_part, self.batch_size)
-        return full + (1 if rest and self.last_batch == "keep" else 0)
-
-
-class EpochTaggedBatches:
-    """Wrap an :class:`EpochBatchSampler`: each index ``i`` of epoch ``e`` becomes ``e * length + i``.
-
-    The sampler's order, skipping and length are unchanged; only the epoch travels with the index, so a
-    dataset (``length`` items) can seed each sample's augmentation from ``(seed, epoch, index)`` and loader
-    worker processes need no shared state: a resumed run draws the same augmentation as an unbroken one.
-    """
-
-    def __init__(self, sampler: EpochBatchSampler, length: int):
-        self.sampler = sampler
-        self.length = int(length)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Forwarded to the wrapped sampler."""
-        self.sampler.set_epoch(epoch, skip)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        offset = self.sampler.epoch * self.length
-        for batch in self.sampler:
-            yield [offset + i for i in batch]

@@ -4,7 +4,8 @@ How a distributed run fits together (see :func:`make_trainer` for the gradient a
 
 * Every worker runs the same training script. :func:`init_distributed` connects it to the job and returns
   a :class:`DistInfo` (rank, number of workers, whether this worker is the master, rank 0).
-* Each worker reads its own share of the same per-epoch permutation (:func:`shard_indices`). Shares have
+* Each worker reads its own share of the same per-epoch permutation: the trainers give their batch sampler
+  ``num_parts=dist.num_workers, part_index=dist.rank`` (:mod:`gluon_fashion.data.samplers`). Shares have
   equal length, so every worker runs the same number of steps: in ``dist_sync`` a worker that stops early
   leaves the others waiting forever for its gradients.
 * ``--batch-size`` is per worker; the global batch is ``batch_size * num_workers`` and ``--lr`` applies to
@@ -12,45 +13,35 @@ How a distributed run fits together (see :func:`make_trainer` for the gradient a
   averages the gradients over the global batch, exactly like one machine with the global batch.
 * Only the master writes logs and checkpoints (``RunLogger(..., rank=dist.rank)``, ``if dist.is_master``).
 * A parameter-server job has no failure detection: when a worker dies, the others wait for its gradients
-  forever. :class:`StepWatchdog` bounds every step; past ``timeout_s`` it prints one clear error and ends the
-  process with :data:`WATCHDOG_EXIT_CODE`, so the launcher (or the cluster's job system) sees a failure.
+  forever. :class:`~gluon_fashion.engine.watchdog.StepWatchdog` bounds every step, and joining the job; past
+  its timeout it ends the process with a clear error, so the launcher (or the cluster's job system) sees a
+  failure.
 * :func:`barrier` lines all workers up (end of epoch, end of training) so they stop together.
 
 Servers and the scheduler run the same script: ``import mxnet`` with ``DMLC_ROLE=server|scheduler`` serves
-until the workers finish and then exits, so none of the code below runs there. :func:`launch_local` starts
-a whole job (scheduler, servers, workers) on this machine over loopback, for trying things out and tests.
+until the workers finish and then exits, so none of the code below runs there. :mod:`gluon_fashion.launcher`
+starts a whole job (scheduler, servers, workers) on this machine over loopback, for trying things out and tests.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import math
 import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Optional
 
 import mxnet as mx
-import numpy as np
 from mxnet.gluon.parameter import DeferredInitializationError
 
 from ..compat import init_trainer_kvstore, kvstore_barrier, skip_kvstore_barrier_before_exit
-from ..cpu_threads import threads_per_process
 from ..errors import UserError
 from ..fileio import atomic_save
-from .context import epoch_seed
+from .watchdog import StepWatchdog
 
 __all__ = [
-    "DIST_KV_STORES", "DUMP_PARAMS_ENV", "LOCAL_KV_STORES", "LOOPBACK_ENV", "MASTER_WORK_TIMEOUT_FACTOR",
-    "WATCHDOG_EXIT_CODE", "DistInfo", "StepWatchdog", "abandon_job", "barrier", "dump_final_parameters",
-    "horovod_context",
-    "init_distributed", "launch_local", "make_trainer", "scale_for_workers", "shard_indices", "sync_parameters",
+    "DIST_KV_STORES", "DUMP_PARAMS_ENV", "LOCAL_KV_STORES", "MASTER_WORK_TIMEOUT_FACTOR", "DistInfo",
+    "abandon_job", "barrier", "dump_final_parameters", "horovod_context", "init_distributed", "make_trainer",
+    "scale_for_workers", "sync_parameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,10 +50,6 @@ log = logging.getLogger(__name__)
 DIST_KV_STORES = ("dist_sync", "dist_device_sync")
 #: Single-machine kvstores (gradients summed across this machine's devices).
 LOCAL_KV_STORES = ("device", "local", "nccl")
-#: Exit status of a worker stopped by :class:`StepWatchdog` (distinct from crashes and UserError's 2).
-WATCHDOG_EXIT_CODE = 3
-#: Environment every process of a :func:`launch_local` job gets: the parameter server talks over loopback only.
-LOOPBACK_ENV = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1", "DMLC_INTERFACE": "lo"}
 #: The barrier after worker 0's validation and checkpoints waits this many ``--dist-timeout``s: that work is
 #: not guarded on worker 0 and may take far longer than a training step, but a dead worker 0 must still end
 #: the others.
@@ -183,31 +170,6 @@ def horovod_context(use_gpu: bool) -> mx.Context:
     return mx.gpu(hvd.local_rank()) if use_gpu else mx.cpu()
 
 
-def shard_indices(num_samples: int, rank: int, num_workers: int, seed: int, epoch: int,
-                  shuffle: bool = True, pad: bool = True) -> np.ndarray:
-    """Worker ``rank``'s share of epoch ``epoch``'s sample order (dataset indices).
-
-    Every worker computes the same permutation from ``(seed, epoch)`` (the one :class:`EpochBatchSampler`
-    uses) and takes every ``num_workers``-th index starting at ``rank``: shares are disjoint and equally long.
-    ``pad``: the order is extended by wrapping around to a multiple of ``num_workers`` (a few samples are seen
-    twice); without it the remainder is dropped. Equal shares matter: with ``dist_sync`` a worker with
-    fewer steps would leave the others waiting for its gradients at the end of the epoch.
-    """
-    if num_samples < 1:
-        raise UserError(f"no training samples to share among {num_workers} worker(s)")
-    if num_workers < 1 or not 0 <= rank < num_workers:
-        raise ValueError(f"rank {rank} is not in 0..{num_workers - 1}")
-    order = (np.random.RandomState(epoch_seed(seed, epoch)).permutation(num_samples) if shuffle
-             else np.arange(num_samples))
-    if pad:
-        order = np.resize(order, math.ceil(num_samples / num_workers) * num_workers)  # repeats from the start
-    else:
-        order = order[: (num_samples // num_workers) * num_workers]
-        if order.size == 0:
-            raise UserError(f"{num_samples} training sample(s) cannot give each of {num_workers} workers one")
-    return order[rank::num_workers]
-
-
 def scale_for_workers(optimizer_params: Optional[Dict[str, Any]], num_workers: int) -> Dict[str, Any]:
     """``optimizer_params`` for a parameter-server trainer: ``rescale_grad`` divided by ``num_workers``.
 
@@ -314,103 +276,6 @@ def dump_final_parameters(net, dist: DistInfo) -> Optional[str]:
     return path
 
 
-class StepWatchdog:
-    """Ends this process with a clear message when a guarded block (a training step, a barrier) overruns.
-
-    A ``dist_sync`` worker whose peer died blocks inside MXNet forever, waiting for gradients that never come.
-    Wrap each step: ``with watchdog.guard(f"step {i}"): ...``; when a block runs longer than its timeout,
-    the watchdog logs an error naming the block and calls ``os._exit(WATCHDOG_EXIT_CODE)`` (a thread cannot
-    interrupt the blocked C++ call; exiting is the only way out). Outside guards nothing is watched, so
-    rank 0 may validate or save for as long as it needs. ``timeout_s`` None or <= 0 disables the watchdog.
-    The guarded block should include a synchronisation point (``asscalar()``, ``mx.nd.waitall()``): MXNet
-    runs the kvstore's push/pull asynchronously, and only a wait on its result can stall.
-    """
-
-    def __init__(self, timeout_s: Optional[float], exit_code: int = WATCHDOG_EXIT_CODE, hint: str = ""):
-        self.timeout_s = float(timeout_s) if timeout_s and timeout_s > 0 else None
-        self.exit_code = exit_code
-        self.hint = hint or ("a peer worker or server has probably died or hangs (check its log); raise "
-                             "--dist-timeout if steps are legitimately this slow")
-        self._cond = threading.Condition()
-        self._deadline: Optional[float] = None
-        self._what = ""
-        self._armed_for = 0.0
-        self._thread: Optional[threading.Thread] = None
-        self._closed = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.timeout_s is not None
-
-    @contextlib.contextmanager
-    def guard(self, what: str, timeout_s: Optional[float] = None) -> Iterator[None]:
-        """Watch the enclosed block: it must finish within ``timeout_s`` (default: the watchdog's)."""
-        limit = self.timeout_s if timeout_s is None else (float(timeout_s) if timeout_s > 0 else None)
-        if limit is None:
-            yield
-            return
-        self._arm(what, limit)
-        try:
-            yield
-        finally:
-            self._disarm()
-
-    def _arm(self, what: str, limit: float) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("StepWatchdog used after close()")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="StepWatchdog", daemon=True)
-                self._thread.start()
-            self._what, self._armed_for = what, limit
-            self._deadline = time.monotonic() + limit
-            self._cond.notify()
-
-    def _disarm(self) -> None:
-        with self._cond:
-            self._deadline = None
-            self._cond.notify()
-
-    def _watch(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                remaining = self._deadline - time.monotonic()
-                if remaining > 0:
-                    self._cond.wait(remaining)
-                    continue
-                self._fire()
-
-    def _fire(self) -> None:
-        message = (f"distributed training stalled: {self._what} did not finish within {self._armed_for:g} s "
-                   f"(pid {os.getpid()}); {self.hint}. Stopping this worker (exit code {self.exit_code}) instead "
-                   "of waiting forever")
-        with contextlib.suppress(Exception):
-            if log.hasHandlers():
-                log.error(message)  # RunLogger's console and file handlers flush every record
-            else:
-                sys.stderr.write(f"error: {message}\n")
-                sys.stderr.flush()
-        os._exit(self.exit_code)
-
-    def close(self) -> None:
-        """Stop watching (the thread ends); later guards raise."""
-        with self._cond:
-            self._closed = True
-            self._deadline = None
-            self._cond.notify()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "StepWatchdog":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
 def barrier(dist: DistInfo, watchdog: Optional[StepWatchdog] = None, what: str = "barrier",
             timeout_s: Optional[float] = None) -> None:
     """Wait until every worker got here (no-op on a single machine); guarded by ``watchdog`` if given.
@@ -429,162 +294,3 @@ def barrier(dist: DistInfo, watchdog: Optional[StepWatchdog] = None, what: str =
             hvd.allreduce(mx.nd.zeros((1,)), name=f"barrier.{what}").wait_to_read()
         else:
             kvstore_barrier(dist.kvstore)
-
-
-# ---------------------------------------------------------------------------------------------------- launcher
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL if the launcher dies (Linux), so no process outlives a killed launcher."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _exit_status(returncode: int) -> int:
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def _stop_process_groups(procs: Dict[str, subprocess.Popen], grace_s: float = 5.0) -> None:
-    """SIGTERM every child's process group (the child and what it forked), then SIGKILL what is left.
-
-    The SIGKILL round always runs: a leader that exited may have left forked helpers (data-loader processes).
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs.values():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + grace_s
-        for proc in procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-
-
-def _pump(name: str, stream, output: TextIO, lock: threading.Lock) -> None:
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip("\n")
-        with lock:
-            output.write(f"[{name}] {line}\n")
-            output.flush()
-    stream.close()
-
-
-def launch_local(command: Sequence[str], num_workers: int, num_servers: int = 1,
-                 timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None,
-                 kill_on_failure: bool = True, output: Optional[TextIO] = None,
-                 server_grace_s: float = 30.0) -> int:
-    """Run a parameter-server job on this machine, over loopback only; returns the job's exit status.
-
-    Starts one scheduler, ``num_servers`` servers and ``num_workers`` workers, each running ``command``
-    (servers and the scheduler exit inside ``import mxnet``) with ``DMLC_ROLE`` etc. set and every address
-    pinned to 127.0.0.1 / ``lo`` (:data:`LOOPBACK_ENV`, applied after ``env`` so nothing can override it).
-    Output lines are prefixed with ``[worker 0]``, ``[server 0]``, ``[scheduler]`` (numbered in start order;
-    MXNet's rank may differ) and ``[launch]`` for the launcher's own messages.
-
-    Returns 0 when every worker succeeded; else the exit status of the first process that failed
-    (signals as 128+n), 124 when ``timeout`` seconds passed. ``kill_on_failure``: stop everything as soon
-    as one process fails (otherwise wait for the other workers, e.g. to watch their watchdog fire).
-    Every started process group is killed on return, on Ctrl-C and on SIGTERM.
-    """
-    command = list(command)
-    if not command:
-        raise UserError("no command to launch: put it after '--', e.g. -- python train_segmentation.py ...")
-    if num_workers < 1:
-        raise UserError(f"-n/--num-workers must be >= 1, got {num_workers}")
-    if num_servers < 1:
-        raise UserError(f"-s/--num-servers must be >= 1, got {num_servers}")
-    if timeout is not None and timeout <= 0:
-        raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
-    output = output if output is not None else sys.stdout
-    lock = threading.Lock()
-
-    def say(message: str) -> None:
-        with lock:
-            output.write(f"[launch] {message}\n")
-            output.flush()
-
-    job_env = dict(os.environ)
-    job_env.update(env or {})
-    job_env.update(LOOPBACK_ENV)
-    job_env.update({"DMLC_PS_ROOT_PORT": str(_free_loopback_port()), "DMLC_NUM_SERVER": str(num_servers),
-                    "DMLC_NUM_WORKER": str(num_workers), "PYTHONUNBUFFERED": "1"})
-    # The workers share the cores (OpenMP threads spinning on an oversubscribed core slow everyone down);
-    # the scheduler and servers barely compute. A user's OMP_NUM_THREADS (or one in ``env``) is kept as it is.
-    worker_threads = {name: value for name, value in threads_per_process(num_workers).items()
-                      if name not in (env or {})}
-    helper_threads = {name: "1" for name in worker_threads}
-    roles = [("scheduler", "scheduler")] + [(f"server {i}", "server") for i in range(num_servers)] \
-        + [(f"worker {i}", "worker") for i in range(num_workers)]
-
-    procs: Dict[str, subprocess.Popen] = {}
-    pumps: List[threading.Thread] = []
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = None
-    if in_main_thread:
-        def on_sigterm(signum, frame):
-            raise KeyboardInterrupt
-
-        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
-    start = time.monotonic()
-    try:
-        try:
-            for name, role in roles:
-                # Own session per child: killpg reaches whatever it forks; Ctrl-C goes through the launcher.
-                threads = worker_threads if role == "worker" else helper_threads
-                procs[name] = subprocess.Popen(command, env=dict(job_env, DMLC_ROLE=role, **threads),
-                                               stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                               start_new_session=True, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            raise UserError(f"cannot start {command[0]!r}: {exc}") from None
-        for name, proc in procs.items():
-            thread = threading.Thread(target=_pump, args=(name, proc.stdout, output, lock), daemon=True)
-            thread.start()
-            pumps.append(thread)
-        port = job_env["DMLC_PS_ROOT_PORT"]
-        say(f"started scheduler (127.0.0.1:{port}), {num_servers} server(s), {num_workers} worker(s): "
-            f"{' '.join(command)}")
-        return _supervise(procs, timeout, kill_on_failure, server_grace_s, start, say)
-    finally:
-        _stop_process_groups(procs)
-        for thread in pumps:
-            thread.join(timeout=5)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-
-
-def _supervise(procs: Dict[str, subprocess.Popen], timeout: Optional[float], kill_on_failure: bool,
-               server_grace_s: float, start: float, say) -> int:
-    workers = [name for name in procs if name.startswith("worker")]
-    done: Dict[str, int] = {}
-    first_failure: Optional[int] = None
-    workers_done_at: Optional[float] = None
-    while True:
-        for name, proc in procs.items():
-            if name in done or proc.poll() is None:
-                continue
-            done[name] = status = _exit_status(proc.returncode)
-            say(f"{name} exited with code {status} after {time.monotonic() - start:.1f} s")
-            if status != 0 and first_failure is None:
-                first_failure = status
-                if kill_on_failure:
-                    say(f"{name} failed: stopping all processes")
-                    return status
-        if all(name in done for name in procs):
-            return first_failure or 0
-        if all(name in done for name in workers):
-            if first_failure is not None:
-                say("all workers have stopped, at least one failed: stopping the scheduler and servers")
-                return first_failure
-            workers_done_at = workers_done_at or time.monotonic()
-            if time.monotonic() - workers_done_at > server_grace_s:
-                say(f"workers finished but the scheduler/servers did not exit within {server_grace_s:g} s: "
-                    "stopping them")
-                return 0
-        if timeout is not None and time.monotonic() - start > timeout:
-            say(f"timed out after {timeout:g} s: stopping all processes")
-            return 124
-        time.sleep(0.1)

@@ -1,15 +1,10 @@
 """Run logging: full configuration, a readable text log, metrics as JSON lines, TensorBoard scalars.
 
-Layout for ``save_prefix = "train_logs/run1/mask_rcnn_resnet50_v1b"``::
-
-    train_logs/run1/mask_rcnn_resnet50_v1b_config.json       full configuration (atomic)
-    train_logs/run1/mask_rcnn_resnet50_v1b_train.log         text log, appended to on resume
-    train_logs/run1/mask_rcnn_resnet50_v1b_metrics.jsonl     one JSON object per log_metrics call
-    train_logs/run1/mask_rcnn_resnet50_v1b_tensorboard/      TensorBoard event files
-
-A metrics line looks like ``{"time": 1700000000.123, "split": "train_iter", "step": 120, "epoch": 0,
+Their file names are listed with the rest of a run's output in README.md, "What a run writes". The
+configuration is written atomically. The text log and the metrics JSONL are append-only streams (not atomic
+files; resuming appends to them), and readers skip a torn last line. The JSONL gets one object per
+``log_metrics`` call, e.g. ``{"time": 1700000000.123, "split": "train_iter", "step": 120, "epoch": 0,
 "values": {"loss": 1.23, "lr": 0.01}}``; non-finite values are written as null (JSON has no NaN).
-The log file and the JSONL are append-only streams (not atomic files); readers skip a torn last line.
 """
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import math
 import os
 import sys
 import time
@@ -89,9 +88,3 @@ def check_finite(values: Mapping[str, object], iteration: int) -> None:
             f"loss became non-finite at iteration {iteration} ({', '.join(bad)}); training stopped. "
             "Try a lower --lr (e.g. half), a longer learning-rate warm-up, or check the annotations; "
             "resume from the last checkpoint once fixed")
-
-
-def finite_or_none(value) -> Optional[float]:
-    """``float(value)`` or None when it is NaN/inf (JSON has no NaN)."""
-    number = float(_as_numpy(value).reshape(-1)[0]) if not isinstance(value, (int, float)) else float(value)
-    return number if math.isfinite(number) else None

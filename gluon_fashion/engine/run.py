@@ -26,13 +26,14 @@ import mxnet as mx
 from ..fileio import atomic_write_json
 from .checkpoint import read_checkpoint_meta
 from .context import parse_gpus
-from .distributed import (MASTER_WORK_TIMEOUT_FACTOR, DistInfo, StepWatchdog, abandon_job, barrier,
-                          dump_final_parameters, horovod_context, init_distributed, sync_parameters)
+from .distributed import (MASTER_WORK_TIMEOUT_FACTOR, DistInfo, abandon_job, barrier, dump_final_parameters,
+                          horovod_context, init_distributed, sync_parameters)
 from .flags import check_bounds, check_shared_flags, flag_name
 from .logger import RunLogger
 from .plots import plot_metrics_or_warn
 from .progress import Throughput, check_finite, progress
 from .stages import StagePlan
+from .watchdog import StepWatchdog
 
 log = logging.getLogger("gluon_fashion.engine.run")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..data.coco_json import read_coco_json, read_coco_results
 from ..errors import UserError
 
 IOU_TYPES = ("bbox", "segm")
@@ -111,12 +111,7 @@ def load_coco_gt(gt: GroundTruth) -> COCO:
     """A pycocotools COCO from a path (quietly; UserError for a missing or malformed file) or as given."""
     if isinstance(gt, COCO):
         return gt
-    path = Path(gt)
-    if not path.is_file():
-        raise UserError(f"{path}: ground-truth annotation file not found")
-    dataset = _read_json(path, "ground-truth annotations")
-    if not isinstance(dataset, dict) or not {"images", "annotations", "categories"} <= set(dataset):
-        raise UserError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories')")
+    dataset = read_coco_json(gt, "ground-truth annotation file", keys=("images", "annotations", "categories"))
     return coco_from_dict(dataset)
 
 
@@ -130,16 +125,6 @@ def coco_from_dict(dataset: Dict) -> COCO:
     return coco
 
 
-def _read_json(path: Path, what: str):
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: {what} are not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read {what} ({exc.strerror})") from None
-
-
 def load_results(results: Results, coco_gt: COCO, iou_types: Sequence[str] = IOU_TYPES,
                  source: str = "results", check_mask_size: bool = True) -> List[Dict]:
     """Read and check COCO results against ``coco_gt``; returns a deep copy (pycocotools mutates its input).
@@ -149,10 +134,8 @@ def load_results(results: Results, coco_gt: COCO, iou_types: Sequence[str] = IOU
     """
     if isinstance(results, (str, Path)):
         source = str(results)
-        if not Path(results).is_file():
-            raise UserError(f"{results}: results file not found")
-        results = _read_json(Path(results), "results")
-    if not isinstance(results, list):
+        results = read_coco_results(results)
+    elif not isinstance(results, list):
         raise UserError(f"{source}: results must be a JSON list of detections, got {type(results).__name__}")
     needed = {"image_id", "category_id", "score"}
     if "segm" in iou_types:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
+from ..labels import ClassSet
 
 
 class ConfusionMatrix:
@@ -124,7 +125,7 @@ def evaluate_batches(net, loader, contexts: Sequence, num_classes: int,
 
     from ..engine.progress import progress
     from ..models.segmentation import forward_logits
-    from ..transforms.semantic import IGNORE_LABEL
+    from ..transforms.segmentation import IGNORE_LABEL
 
     conf = ConfusionMatrix(num_classes, ignore_index=IGNORE_LABEL)
     for data, label in progress(loader, total=len(loader), desc=desc):
@@ -159,11 +160,11 @@ def evaluate_checkpoint(weights: str, dataset_root: str, split: str = "val", sca
     """
     import mxnet as mx
 
-    from ..data.semantic import ClassSet, get_dataset
+    from ..data.segmentation import get_dataset
     from ..engine.progress import progress
     from ..models.segmentation import predict_label_map
     from ..predict import load_model
-    from ..transforms.semantic import IGNORE_LABEL
+    from ..transforms.segmentation import IGNORE_LABEL
 
     ctx = ctx or mx.cpu()
     model = load_model(weights, [ctx], base_size=base_size, crop_size=crop_size)

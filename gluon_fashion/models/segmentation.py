@@ -35,7 +35,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -44,12 +44,10 @@ from mxnet.gluon import nn
 from ..compat import make_shape_free, resize_param_shape, set_syncbn_devices
 from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
 from ..errors import UserError
-from ..transforms.semantic import normalize_image, resize_image, scaled_size
+from ..labels import ClassSet
+from ..transforms.segmentation import normalize_image, resize_image, scaled_size
 from .initialization import initialize_params
 from .pretrained import load_state_matching, require_pretrained, required_weights
-
-if TYPE_CHECKING:
-    from ..data.semantic import ClassSet
 
 log = logging.getLogger("gluon_fashion.models.segmentation")
 
@@ -328,7 +326,7 @@ def build_segmentation_model(model: str, num_classes: int, ctx: Sequence[mx.Cont
     return net, build_kwargs
 
 
-def checkpoint_meta(build_kwargs: Dict, class_set: "ClassSet", **extra) -> Dict:
+def checkpoint_meta(build_kwargs: Dict, class_set: ClassSet, **extra) -> Dict:
     """The description stored beside every checkpoint, from which :func:`load_segmentation_model` rebuilds
     the net: ``build_kwargs`` as :func:`build_segmentation_model` returns them, the labels, and the test-time
     scale (``image_scale``: the training base and crop sizes); ``extra`` keys are added as they are."""

@@ -20,14 +20,15 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ..data.instance import AspectRatioBatchSampler, FashionInstance, split_files
-from ..data.semantic import parse_class_set
-from ..engine import CheckpointManager, EpochTaggedBatches, WarmupStepSchedule, progress, seed_everything, split_batch
+from ..data.instance import FashionInstance, split_files
+from ..data.samplers import AspectRatioBatchSampler, EpochTaggedBatches
+from ..engine import CheckpointManager, WarmupStepSchedule, progress, seed_everything, split_batch
 from ..engine.distributed import make_trainer
 from ..engine.flags import add_shared_flags, default_gpus
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
 from ..evaluation.coco import coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
+from ..labels import parse_class_set
 from ..models.batchnorm import learn_batchnorm_statistics
 from ..models.mask_rcnn import (LIMIT_KEYS, anchor_count, build_mask_rcnn, checkpoint_meta, class_table,
                                 decode_outputs, instances_from_outputs, read_network_input, run_network,

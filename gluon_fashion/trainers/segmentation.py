@@ -13,19 +13,20 @@ import mxnet as mx
 from gluoncv.utils.parallel import parallel_apply, parallel_backward
 from mxnet import autograd, gluon
 
-from ..data.semantic import ClassSet, get_dataset, parse_class_set
-from ..engine import (CheckpointManager, EpochBatchSampler, EpochTaggedBatches, PolySchedule, parse_gpus,
-                      seed_everything, split_batch)
+from ..data.samplers import EpochBatchSampler, EpochTaggedBatches
+from ..data.segmentation import get_dataset
+from ..engine import CheckpointManager, PolySchedule, parse_gpus, seed_everything, split_batch
 from ..engine.distributed import make_trainer
 from ..engine.flags import add_shared_flags, check_shared_flags, default_gpus, flag_name
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
 from ..evaluation.segmentation import evaluate_batches
+from ..labels import ClassSet, parse_class_set
 from ..models.batchnorm import freeze_batchnorm
 from ..models.segmentation import (build_segmentation_model, canonical_model, checkpoint_meta, image_scale,
                                    load_segmentation_model, pretrained_weights_for, require_weights, resolve_backbone,
                                    zoo_entry)
-from ..transforms.semantic import IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform
+from ..transforms.segmentation import IGNORE_LABEL, BackgroundReplacer, EvalTransform, TrainTransform
 
 log = logging.getLogger("gluon_fashion.trainers.segmentation")
 

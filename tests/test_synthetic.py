@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gluon_fashion import sample
+from gluon_fashion import synthetic
 from gluon_fashion.errors import UserError
 from gluon_fashion.images import image_size, read_rgb
 from gluon_fashion.labels import MAIN_APPAREL_IDS, NUM_ATTRIBUTES, NUM_CATEGORIES, label_descriptions
 from gluon_fashion.rle import kaggle_to_mask, parse_kaggle_rle
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = {sample.SLEEVE, sample.NECKLINE}
+PARTS = {synthetic.SLEEVE, synthetic.NECKLINE}
 TINY = dict(num_train=4, num_test=2, min_size=128, max_size=256, progress=False)
 
 
@@ -39,7 +39,7 @@ def _files(root: Path) -> dict:
 def default_sample(tmp_path_factory):
     """The dataset as `make_sample_dataset` writes it with default settings (2019 format)."""
     out = tmp_path_factory.mktemp("sample") / "sample"
-    summary = sample.make_sample_dataset(out, progress=False)
+    summary = synthetic.make_sample_dataset(out, progress=False)
     return out, summary, _read_csv(out / "train.csv")
 
 
@@ -48,7 +48,7 @@ def test_default_layout_matches_kaggle_2019(default_sample):
     assert list(df.columns) == ["ImageId", "EncodedPixels", "Height", "Width", "ClassId"]
     train = sorted(p.name for p in (out / "train").iterdir())
     test = sorted(p.name for p in (out / "test").iterdir())
-    assert len(train) == sample.DEFAULT_NUM_TRAIN and len(test) == sample.DEFAULT_NUM_TEST
+    assert len(train) == synthetic.DEFAULT_NUM_TRAIN and len(test) == synthetic.DEFAULT_NUM_TEST
     assert all(re.fullmatch(r"[0-9a-f]{32}\.jpg", name) for name in train + test)
     assert not set(train) & set(test)
     assert set(df.ImageId) == set(train)  # every training image is annotated, every row names a real file
@@ -71,7 +71,7 @@ def test_every_row_is_valid_rle_of_its_image_size(default_sample):
         height, width = int(row.Height), int(row.Width)
         assert sizes[row.ImageId] == (height, width), row.ImageId
         starts, lengths = parse_kaggle_rle(row.EncodedPixels, height, width)
-        assert lengths.sum() >= sample.MIN_AREA_OTHER  # no empty or near-invisible instances
+        assert lengths.sum() >= synthetic.MIN_AREA_OTHER  # no empty or near-invisible instances
         ids = [int(v) for v in row.ClassId.split("_")]
         assert 0 <= ids[0] < NUM_CATEGORIES
         attributes = ids[1:]
@@ -82,7 +82,7 @@ def test_content_covers_main_apparel_attributes_and_grayscale(default_sample):
     out, summary, df = default_sample
     categories = _categories(df)
     assert set(MAIN_APPAREL_IDS) <= set(categories)
-    assert {sample.SLEEVE, sample.SHOE, sample.BAG} <= set(categories)
+    assert {synthetic.SLEEVE, synthetic.SHOE, synthetic.BAG} <= set(categories)
     assert summary.category_counts == categories.value_counts().to_dict()
     assert 0 < df.ClassId.str.contains("_").sum() < len(df)
 
@@ -92,8 +92,8 @@ def test_content_covers_main_apparel_attributes_and_grayscale(default_sample):
 
     sizes = {(int(h), int(w)) for h, w in zip(df.Height, df.Width)}
     assert any(h > w for h, w in sizes) and any(w > h for h, w in sizes)
-    assert min(min(s) for s in sizes) >= sample.DEFAULT_MIN_SIZE
-    assert max(max(s) for s in sizes) <= sample.DEFAULT_MAX_SIZE
+    assert min(min(s) for s in sizes) >= synthetic.DEFAULT_MIN_SIZE
+    assert max(max(s) for s in sizes) <= synthetic.DEFAULT_MAX_SIZE
 
 
 def test_masks_are_visible_pixels_and_parts_lie_inside_their_garment(default_sample):
@@ -138,9 +138,9 @@ def test_each_main_category_has_a_distinctive_colour(default_sample):
 
 
 def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path):
-    sample.make_sample_dataset(tmp_path / "a", seed=3, **TINY)
-    sample.make_sample_dataset(tmp_path / "b", seed=3, **TINY)
-    sample.make_sample_dataset(tmp_path / "c", seed=4, **TINY)
+    synthetic.make_sample_dataset(tmp_path / "a", seed=3, **TINY)
+    synthetic.make_sample_dataset(tmp_path / "b", seed=3, **TINY)
+    synthetic.make_sample_dataset(tmp_path / "c", seed=4, **TINY)
     a, b, c = (_files(tmp_path / name) for name in "abc")
     assert a == b
     assert (tmp_path / "a" / "train.csv").read_bytes() != (tmp_path / "c" / "train.csv").read_bytes()
@@ -149,7 +149,7 @@ def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path):
 
 def test_2020_format(tmp_path):
     out = tmp_path / "s2020"
-    sample.make_sample_dataset(out, fmt="2020", seed=1, num_train=12, num_test=2, min_size=128, max_size=256,
+    synthetic.make_sample_dataset(out, fmt="2020", seed=1, num_train=12, num_test=2, min_size=128, max_size=256,
                                progress=False)
     df = _read_csv(out / "train.csv")
     assert list(df.columns) == ["ImageId", "EncodedPixels", "Height", "Width", "ClassId", "AttributesIds"]
@@ -167,13 +167,13 @@ def test_2020_format(tmp_path):
 
 def test_refuses_non_empty_folder_and_overwrite_replaces_only_its_own(tmp_path):
     out = tmp_path / "s"
-    sample.make_sample_dataset(out, seed=0, **TINY)
+    synthetic.make_sample_dataset(out, seed=0, **TINY)
     before = _files(out)
     with pytest.raises(UserError, match="--overwrite"):
-        sample.make_sample_dataset(out, seed=1, **TINY)
+        synthetic.make_sample_dataset(out, seed=1, **TINY)
     assert _files(out) == before
 
-    sample.make_sample_dataset(out, seed=1, overwrite=True, **TINY)
+    synthetic.make_sample_dataset(out, seed=1, overwrite=True, **TINY)
     df = _read_csv(out / "train.csv")
     assert sorted(p.name for p in (out / "train").iterdir()) == sorted(df.ImageId.unique())  # old images gone
     assert len(list((out / "test").iterdir())) == TINY["num_test"]
@@ -182,7 +182,7 @@ def test_refuses_non_empty_folder_and_overwrite_replaces_only_its_own(tmp_path):
     foreign.mkdir()
     (foreign / "train.csv").write_text("ImageId,EncodedPixels,Height,Width,ClassId\n")
     with pytest.raises(UserError, match="not made by this generator"):
-        sample.make_sample_dataset(foreign, overwrite=True, **TINY)
+        synthetic.make_sample_dataset(foreign, overwrite=True, **TINY)
     assert [p.name for p in foreign.iterdir()] == ["train.csv"]
 
 
@@ -192,12 +192,12 @@ def test_refuses_non_empty_folder_and_overwrite_replaces_only_its_own(tmp_path):
 ])
 def test_bad_arguments_name_the_flag(tmp_path, kwargs, flag):
     with pytest.raises(UserError, match=flag):
-        sample.make_sample_dataset(tmp_path / "s", **{**TINY, **kwargs})
+        synthetic.make_sample_dataset(tmp_path / "s", **{**TINY, **kwargs})
     assert not (tmp_path / "s").exists()
 
 
 def test_render_image_returns_image_and_visible_masks():
-    image, instances = sample.render_image(np.random.default_rng(7), 240, 360)
+    image, instances = synthetic.render_image(np.random.default_rng(7), 240, 360)
     assert image.shape == (240, 360, 3) and image.dtype == np.uint8
     assert instances and all(i.mask.shape == (240, 360) and i.mask.dtype == bool and i.mask.any() for i in instances)
     assert any(i.category_id in MAIN_APPAREL_IDS for i in instances)

@@ -810,7 +810,7 @@ def make_sample_dataset(out_dir: PathLike, num_train: int = DEFAULT_NUM_TRAIN, n
     _check_arguments(fmt, num_train, num_test, min_size, max_size)
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
-    settings = {"generator": "gluon_fashion.sample", "format": fmt, "seed": seed, "num_train": num_train,
+    settings = {"generator": "gluon_fashion.synthetic", "format": fmt, "seed": seed, "num_train": num_train,
                 "num_test": num_test, "min_size": min_size, "max_size": max_size}
     atomic_write_json(out / MARKER_NAME, {**settings, "complete": False}, indent=2)
 

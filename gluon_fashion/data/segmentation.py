@@ -3,7 +3,7 @@
 Splits: ``train`` reads ``<root>/annotations/rle_instances_train.json`` with images in ``<root>/train/``;
 ``val`` reads ``<root>/annotations/rle_instances_val.json`` with images in ``<root>/val/``.
 
-Classes (``ClassSet``): by default the 13 main apparel categories (Kaggle ids 0..12) become labels 1..13 and
+Classes (``labels.ClassSet``): by default the 13 main apparel categories (Kaggle ids 0..12) become labels 1..13 and
 every other pixel is background 0 (14 classes). Any list of category ids can be chosen instead; in binary
 mode every chosen category becomes label 1 ("garment"), for training and validation alike. Instances of
 categories outside the set are not painted at all (a sleeve stays part of its shirt).
@@ -26,7 +26,7 @@ itself is never written to.
 
 Items: ``dataset[i]`` returns ``transform(image_rgb, decode_label, rng)``; indices ``>= len(dataset)`` stand
 for ``(epoch, i) = divmod(index, len(dataset))`` so augmentation randomness is a
-function of (seed, epoch, image) whatever the number of loader workers (``engine.EpochTaggedBatches``).
+function of (seed, epoch, image) whatever the number of loader workers (``data.samplers.EpochTaggedBatches``).
 """
 from __future__ import annotations
 
@@ -43,10 +43,11 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import atomic_write_json
 from ..images import read_rgb
-from ..labels import CATEGORY_NAMES, MAIN_APPAREL_IDS, NUM_CATEGORIES
+from ..labels import ClassSet
 from ..rle import coco_to_runs, resize_runs_to_mask
+from .coco_json import converter_hint, read_coco_json
 
-log = logging.getLogger("gluon_fashion.data.semantic")
+log = logging.getLogger(__name__)
 
 SPLITS = {
     "train": ("annotations/rle_instances_train.json", "train"),
@@ -54,70 +55,6 @@ SPLITS = {
 }
 CACHE_ENV = "GLUON_FASHION_CACHE"
 _CACHE_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------- classes
-@dataclass(frozen=True)
-class ClassSet:
-    """Which Kaggle categories are labelled, and how: label ``k + 1`` for the k-th id, or 1 for all (binary)."""
-
-    category_ids: Tuple[int, ...] = MAIN_APPAREL_IDS
-    binary: bool = False
-
-    @property
-    def num_classes(self) -> int:
-        """Number of output classes, background included."""
-        return 2 if self.binary else len(self.category_ids) + 1
-
-    @property
-    def class_names(self) -> List[str]:
-        """Name of each label value: 'background' first."""
-        if self.binary:
-            return ["background", "garment"]
-        return ["background"] + [CATEGORY_NAMES[i] for i in self.category_ids]
-
-    def label_of(self, category_id: int) -> int:
-        """Label value for a Kaggle category id (0 = not in the set: not painted)."""
-        try:
-            index = self.category_ids.index(int(category_id))
-        except ValueError:
-            return 0
-        return 1 if self.binary else index + 1
-
-    def to_dict(self) -> Dict:
-        """JSON-ready description (stored in checkpoint metadata)."""
-        return {"category_ids": list(self.category_ids), "binary": self.binary, "names": self.class_names}
-
-    @classmethod
-    def from_dict(cls, data: Dict) -> "ClassSet":
-        """Inverse of ``to_dict``."""
-        return cls(tuple(int(i) for i in data["category_ids"]), bool(data.get("binary", False)))
-
-
-def parse_class_set(spec: str = "main", binary: bool = False) -> ClassSet:
-    """``--classes`` value -> ClassSet: 'main' (ids 0-12), 'all' (0-45) or ids/ranges such as '0,1,6-8'."""
-    text = (spec or "main").strip().lower()
-    if text == "main":
-        return ClassSet(MAIN_APPAREL_IDS, binary)
-    if text == "all":
-        return ClassSet(tuple(range(NUM_CATEGORIES)), binary)
-    ids: List[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        bounds = part.split("-")
-        if not part or len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
-            raise UserError(f"--classes {spec!r}: {part!r} is not a category id or range (use e.g. '0,1,6-8', "
-                            "'main' or 'all')")
-        low, high = int(bounds[0]), int(bounds[-1])
-        if low > high:
-            raise UserError(f"--classes {spec!r}: range {part!r} runs backwards")
-        ids.extend(range(low, high + 1))
-    bad = [i for i in ids if i >= NUM_CATEGORIES]
-    if bad:
-        raise UserError(f"--classes {spec!r}: category id {bad[0]} does not exist (ids are 0..{NUM_CATEGORIES - 1})")
-    if len(set(ids)) != len(ids):
-        raise UserError(f"--classes {spec!r}: a category id is listed twice")
-    return ClassSet(tuple(ids), binary)
 
 
 # ------------------------------------------------------------------------------------------- painting
@@ -191,21 +128,6 @@ class ImageRecord:
     height: int
     width: int
     instances: Tuple[_Instance, ...]
-
-
-def _load_json(path: Path) -> Dict:
-    if not path.is_file():
-        raise UserError(f"{path}: annotation file not found (create it with "
-                        "tools/convert_imaterialist_to_coco.py --data_root <dataset root>)")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise UserError(f"{path}: no '{key}' list: not a COCO-style annotation file")
-    return data
 
 
 def _parse_records(data: Dict, ann_path: Path, image_dir: Path, class_set: ClassSet) -> List[ImageRecord]:
@@ -307,8 +229,8 @@ class SemanticSegmentation:
         ann_rel, image_rel = SPLITS[split]
         self.annotation_file = self.root / ann_rel
         self.image_dir = self.root / image_rel
-        records = _parse_records(_load_json(self.annotation_file), self.annotation_file, self.image_dir,
-                                 self.class_set)
+        annotations = read_coco_json(self.annotation_file, hint=converter_hint(self.root))
+        records = _parse_records(annotations, self.annotation_file, self.image_dir, self.class_set)
         if min_label_fraction > 0:
             records = _filter_records(records, self.annotation_file, self.class_set, min_label_fraction)
         if not records:
@@ -376,11 +298,6 @@ def get_dataset(name: str, **kwargs) -> SemanticSegmentation:
     except KeyError:
         raise UserError(f"--dataset {name!r}: unknown; registered: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**kwargs)
-
-
-def dataset_names() -> List[str]:
-    """Registered dataset names."""
-    return sorted(_REGISTRY)
 
 
 register_dataset("imaterialist", SemanticSegmentation)

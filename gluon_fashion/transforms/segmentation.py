@@ -2,7 +2,7 @@
 
 A transform never receives a full-resolution label map. It receives the photo and a ``decode_label(height,
 width)`` callable, picks the working size first, and asks for the label map at exactly that size (the dataset
-samples it straight from the run-length encoded instances, see ``gluon_fashion.data.semantic``). Images are
+samples it straight from the run-length encoded instances, see ``gluon_fashion.data.segmentation``). Images are
 resized with area averaging when shrinking and bilinear interpolation when enlarging; labels with the
 centre-aligned nearest-neighbour rule of ``gluon_fashion.rle``.
 
