@@ -39,3 +39,16 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# GPU check in one command (benchmarks/gpu/README.md): a CUDA build of MXNet, e.g.
+# make MXNET=mxnet-cu112==1.9.1 gpu-check; make gpu-check GPU_CHECK_ARGS=--cpu is the dry run on CPU contexts.
+GPU_CHECK_ARGS ?=
+GPU_VARIANT ?= cu112
+.PHONY: gpu-check gpu-transfer
+gpu-check: setup
+	$(PY) benchmarks/gpu/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Wheels for a Python 3.12 GPU machine without a package index, in <= 60 MiB bundles, and the device commands.
+gpu-transfer: setup
+	$(PY) benchmarks/gpu/fetch_wheels.py --variant $(GPU_VARIANT)
+	$(PY) benchmarks/gpu/plan.py --variant $(GPU_VARIANT)
