@@ -69,3 +69,24 @@ def read_rgb_at_least(path: PathLike, height: int, width: int, min_height: int, 
 def _is_jpeg(path: PathLike) -> bool:
     with open(path, "rb") as handle:
         return handle.read(3) == b"\xff\xd8\xff"
+
+
+def jpeg_is_truncated(data: bytes) -> bool:
+    """True for JPEG bytes that stop before the end-of-image marker (a cut-off download or copy).
+
+    libjpeg decodes such a file without an error, filling the missing rows with grey (OpenCV only warns on
+    stderr), so a complete decode proves nothing; the marker does. Trailing padding after the marker (zeros,
+    or the newline some tools append) is allowed. Not a JPEG: False.
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return False
+    return not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def jpeg_file_is_truncated(path: PathLike) -> bool:
+    """:func:`jpeg_is_truncated` for a file, reading only its first 3 and last 64 bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(3)
+        handle.seek(0, 2)
+        handle.seek(max(3, handle.tell() - 64))
+        return jpeg_is_truncated(head + handle.read())

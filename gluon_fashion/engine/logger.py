@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..fileio import atomic_write_json
+from ..fileio import atomic_save, atomic_write_json
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -137,6 +137,36 @@ class RunLogger:
         for name, value in clean.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._writer.add_scalar(f"{split}/{name}", value, global_step=int(step))
+
+    def rewind(self, step: int) -> int:
+        """Forget every metrics record after ``step`` (a resumed run redoes those steps); returns how many.
+
+        The JSONL file is rewritten without them (atomically), so it holds one record per step and split;
+        TensorBoard is reopened with ``purge_step`` so it hides its copies too.
+        """
+        if not self.is_main:
+            return 0
+        self._metrics_file.close()
+        kept, dropped = [], 0
+        with open(self.metrics_path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    superseded = int(json.loads(line)["step"]) > step
+                except (ValueError, KeyError, TypeError):
+                    superseded = True  # a line torn by the kill
+                if superseded:
+                    dropped += 1
+                else:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if dropped:
+            atomic_save(self.metrics_path, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
+            self.logger.info("resuming at step %d: %d metrics record(s) of the steps redone from here dropped from %s",
+                             step, dropped, self.metrics_path)
+        self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        from tensorboardX import SummaryWriter
+        self._writer.close()
+        self._writer = SummaryWriter(logdir=self.tensorboard_dir, flush_secs=30, purge_step=step + 1)
+        return dropped
 
     def flush(self) -> None:
         """Push buffered TensorBoard events and log lines to disk."""

@@ -17,12 +17,14 @@ validates, checkpoints and plots, barrier). :meth:`TrainingRun.fit` is the whole
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import mxnet as mx
 
+from ..errors import UserError
 from ..fileio import atomic_write_json
 from .checkpoint import read_checkpoint_meta
 from .context import parse_gpus
@@ -77,6 +79,9 @@ class TrainingRun:
 
     #: Lower bounds of the trainer's own numeric flags (destination -> smallest valid value).
     flag_bounds: Mapping[str, float] = {}
+    #: Checkpoint description entries (dotted paths into its JSON) a resumed run must share with the checkpoint:
+    #: path -> (the flags that set it, whether a difference is refused; otherwise it is a warning).
+    resume_settings: Mapping[str, Tuple[str, bool]] = {}
 
     def __init__(self, args: argparse.Namespace):
         check_shared_flags(args)
@@ -159,6 +164,8 @@ class TrainingRun:
             self._enter_stage(epoch)
             self.batches.set_epoch(epoch, skip)
             window, epoch_losses = _Averages(), _Averages()
+            if skip:  # resumed mid-epoch: the epoch's summary covers the batches done before the checkpoint too
+                epoch_losses.sums, epoch_losses.count = dict(self._resumed_losses["sums"]), self._resumed_losses["count"]
             bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
             speed.reset()
             for batch_in_epoch, batch in enumerate(bar, start=skip + 1):
@@ -169,8 +176,10 @@ class TrainingRun:
                 speed.update(self.batch_size)
                 window.add(losses)
                 epoch_losses.add(losses)
+                # refresh=False: tqdm redraws on its own cadence, with its count; a forced redraw every step
+                # would show the count tqdm has not yet written back (0/N) and flood logs that are not a terminal.
                 bar.set_postfix(loss=f"{epoch_losses.means()['loss']:.3f}", lr=f"{lr:.2e}",
-                                samples_s=f"{speed.rate:.2f}")
+                                samples_s=f"{speed.rate:.2f}", refresh=False)
                 if iteration % args.log_interval == 0:
                     means, window = window.means(), _Averages()
                     self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate,
@@ -179,7 +188,9 @@ class TrainingRun:
                              self.iters_per_epoch, lr, speed.rate, _format(means))
                 if (args.save_iter_interval and iteration % args.save_iter_interval == 0
                         and batch_in_epoch < self.iters_per_epoch and self.dist.is_master):
-                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=batch_in_epoch)
+                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=batch_in_epoch,
+                                          extra={"epoch_losses": {"sums": epoch_losses.sums,
+                                                                  "count": epoch_losses.count}})
             bar.close()
             skip = 0
             means = epoch_losses.means()
@@ -205,9 +216,14 @@ class TrainingRun:
     def _start_position(self) -> tuple:
         """(epoch, iteration, batches of that epoch already done): resumed, synchronised, ``--start-epoch``."""
         epoch, iteration, skip = 0, 0, 0
+        self._resumed_losses = {"sums": {}, "count": 0}
         if self.resume_path:
+            self._check_resumable(read_checkpoint_meta(self.resume_path))
             state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
             epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
+            recorded = (state["meta"].get("extra") or {}).get("epoch_losses")
+            if skip and recorded:
+                self._resumed_losses = recorded
         sync_parameters(self.net.collect_params(), self.trainer, self.dist)  # every worker starts from rank 0's
         if self.dist.is_dist:
             log.info("%s: global batch %d (%d per worker), learning rate %g for the global batch",
@@ -217,7 +233,21 @@ class TrainingRun:
                 log.warning("--start-epoch %d overrides the checkpoint's position (epoch %d, iteration %d)",
                             self.args.start_epoch, epoch, iteration)
             epoch, iteration, skip = self.args.start_epoch, self.args.start_epoch * self.iters_per_epoch, 0
+        if self.resume_path or self.args.start_epoch is not None:
+            self.logger.rewind(iteration)  # the records of the steps this run redoes would stand twice
         return epoch, iteration, skip
+
+    def _check_resumable(self, meta: Mapping) -> None:
+        """Refuse (or warn about) resuming a checkpoint made with other settings, naming the flags."""
+        for path, (flags, refuse) in self.resume_settings.items():
+            theirs, ours = _lookup(meta, path), _lookup(self.checkpoints.meta, path)
+            if theirs is None or theirs == ours:
+                continue
+            message = (f"--resume {self.args.resume}: the checkpoint was trained with other {flags} "
+                       f"({_brief(theirs)}) than this run ({_brief(ours)})")
+            if refuse:
+                raise UserError(message + f"; resume with the checkpoint's {flags} or start a new run")
+            log.warning("%s; continuing with this run's", message)
 
     def _enter_stage(self, epoch: int) -> None:
         """Apply the epoch's fine-tuning stage; recompile when the trained parameters changed (always at the
@@ -250,6 +280,19 @@ class TrainingRun:
             self.plot()
         barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
                 timeout_s=MASTER_WORK_TIMEOUT_FACTOR * self.args.dist_timeout)
+
+
+def _lookup(document: Mapping, path: str) -> Any:
+    """``document["a"]["b"]`` for path "a.b" (None where it is missing)."""
+    value: Any = document
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format(values: Mapping[str, float]) -> str:

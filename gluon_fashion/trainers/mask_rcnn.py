@@ -194,6 +194,8 @@ class MaskRCNNTrainer(TrainingRun):
     """Mask R-CNN's part of a training run: its network, data, training step and COCO validation."""
 
     flag_bounds = {"max_size": 32, "executor_threads": 0, "val_max_images": 0}
+    resume_settings = {"model": ("--network / --use-fpn", True), "classes": ("--classes", True),
+                       "image_scale": ("--short / --max-size", False)}
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)

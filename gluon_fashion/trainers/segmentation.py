@@ -129,6 +129,10 @@ class SegmentationTrainer(TrainingRun):
 
     flag_bounds = {"test_batch_size": 1, "aux_weight": 0, "bg_replace": 0, "min_label_fraction": 0,
                    "warmup_epochs": 0}
+    resume_settings = {"build_kwargs.model": ("--model / --model-zoo", True),
+                       "build_kwargs.backbone": ("--backbone / --model-zoo", True),
+                       "build_kwargs.aux": ("--aux / --no-aux", True), "classes": ("--classes / --binary", True),
+                       "image_scale": ("--base-size / --crop-size", False)}
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
