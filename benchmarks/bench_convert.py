@@ -3,6 +3,7 @@
 
     python benchmarks/bench_convert.py                 # full scale: 45,625 photos, 333,415 rows (1.3 GB CSV)
     python benchmarks/bench_convert.py --images 2000   # quick run
+    python benchmarks/bench_convert.py --verify_images # the converter with --verify_images (a decode per photo)
 
 The synthetic dataset (benchmarks/synth_train_csv.py) is cached under benchmarks/_work/ and reused. The page
 cache is warmed by one plain read of the CSV, then, in fresh processes, pandas.read_csv of the whole file is
@@ -97,12 +98,14 @@ def time_pandas(csv_path: Path) -> Dict:
     return {"seconds": float(seconds), "cpu": children_cpu() - cpu}
 
 
-def run_converter(data_root: Path, num_workers: int | None) -> Dict:
+def run_converter(data_root: Path, num_workers: int | None, verify_images: bool = False) -> Dict:
     for stale in (data_root / "annotations", data_root / "val"):
         shutil.rmtree(stale, ignore_errors=True)
     command = [sys.executable, str(TOOL), "--data_root", str(data_root)]
     if num_workers:
         command += ["--num_workers", str(num_workers)]
+    if verify_images:
+        command.append("--verify_images")
     cpu = children_cpu()
     started = time.perf_counter()
     process = subprocess.Popen(command)
@@ -130,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="default: the real rows-per-image ratio")
     parser.add_argument("--num_workers", type=int, default=None, help="passed to the converter (default: CPUs)")
     parser.add_argument("--work_dir", type=Path, default=HERE / "_work")
+    parser.add_argument("--verify_images", action="store_true",
+                        help="pass --verify_images to the converter (decodes every photo; no target applies)")
     args = parser.parse_args(argv)
     rows = args.rows or round(args.images * synth_train_csv.FULL_ROWS / synth_train_csv.FULL_IMAGES)
 
@@ -149,7 +154,7 @@ def main(argv=None) -> int:
     loads = [os.getloadavg()[0]]
     pandas = time_pandas(csv_path)
     loads.append(os.getloadavg()[0])
-    result = run_converter(data_root, args.num_workers)
+    result = run_converter(data_root, args.num_workers, args.verify_images)
     loads.append(os.getloadavg()[0])
     ratio = result["seconds"] / pandas["seconds"]
     gb = 1e9
@@ -159,6 +164,8 @@ def main(argv=None) -> int:
           "(other work shares these CPUs)")
     print(f"dataset            {rows} rows, {args.images} photos, train.csv {csv_path.stat().st_size / gb:.2f} GB")
     print(f"pandas.read_csv    {pandas['seconds']:8.1f} s wall   {pandas['cpu']:7.1f} s CPU (interpreter included)")
+    if args.verify_images:
+        print("converter flags    --verify_images (every photo decoded at 1/8 scale)")
     print(f"converter (CLI)    {result['seconds']:8.1f} s wall   {result['cpu']:7.1f} s CPU (all processes)   "
           f"{rows / result['seconds']:,.0f} rows/s")
     print(f"ratio              {ratio:8.2f} x   (target <= {TIME_TARGET:.0f}x: {'met' if ratio <= TIME_TARGET else 'MISSED'})")

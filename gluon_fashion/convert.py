@@ -1,7 +1,7 @@
 """Kaggle iMaterialist (Fashion) ``train.csv`` -> COCO instance annotations (compressed RLE masks).
 
 Reads ``<data_root>/train.csv`` (2019 or 2020 layout, told apart by its columns), ``label_descriptions.json``
-and the headers of ``train/*.jpg``; writes under ``<data_root>``:
+and the headers and last bytes of ``train/*.jpg``; writes under ``<data_root>``:
 
 - ``annotations/rle_instances_train.json`` (file names relative to ``train/``),
 - ``annotations/rle_instances_val.json`` and ``annotations/resize_rle_instances_val.json`` (relative to ``val/``;
@@ -9,45 +9,71 @@ and the headers of ``train/*.jpg``; writes under ``<data_root>``:
 - ``val/``: the validation images, hard-linked from ``train/`` (copied where linking fails or on request),
 - ``annotations/conversion_report.json``: every skipped row with its line number and reason, every repaired one.
 
-Rows that cannot be converted (missing or unreadable photo, photo size not the CSV's, unknown category or
-attribute, malformed ClassId/AttributesIds/row, invalid EncodedPixels) are skipped, counted on screen and
-listed in the report with their line number (the header is line 1); ``strict`` turns the first into an
-error before anything is written. A photo left with no valid row is left out of both splits (a photo with
-none of its garments marked would teach and score "nothing here"); the report lists it. The split is by
-photo: a seeded permutation of the sorted ImageIds, so it does not depend on CSV row order; ``val_num`` is
-cut to 20% of the usable photos when it asks for more. Masks that keep no pixel at 512x512 (thin parts of
+Rows that cannot be converted (missing, unreadable or truncated photo, photo size not the CSV's, unknown
+category or attribute, malformed ClassId/AttributesIds/row, invalid EncodedPixels, a repeat of an earlier row)
+are skipped, counted on screen and listed in the report with their line number (the header is line 1);
+``strict`` turns the first into an error before anything is written. A photo left with no valid row is left
+out of both splits (a photo with none of its garments marked would teach and score "nothing here"); the
+report lists it. The split is by photo: a seeded permutation of the sorted ImageIds, so it does not depend
+on CSV row order. An explicit ``val_num`` is honoured (an error if it leaves no training photo); the default
+is cut to 20% of the usable photos on small datasets. Masks that keep no pixel at 512x512 (thin parts of
 large photos) are left out of the resize file and counted in the report: no prediction could match them.
 
-Height/Width swapped in the CSV (two real 2019 photos): the runs then index an H_csv x W_csv grid while the
-photo is W_csv x H_csv, and the mask is transposed onto the photo's grid. Had the encoder flattened the
-true mask in row-major order (instead of Kaggle's column-major) and so written the size swapped, the CSV's
-mask is exactly the transpose of the true one, and transposing recovers it pixel for pixel. It also keeps
-the shape, whereas re-reading the same pixel indices on the photo's grid would shear it into stripes. A 90
-degree rotation would be right only if the photo had been rotated after annotation, which the CSV cannot
-tell; the report lists every such row so they can be checked by eye.
+Duplicate rows: a row with the same image, category and mask (compared as the converted mask, so
+differently written runs of one mask match) as an earlier row is skipped as ``duplicate_row``, whatever its
+attributes: it is the same garment again, and a second copy would be a second ground-truth instance that
+every evaluation counts as missed. The first row, attributes included, is kept; the report says when the
+attributes differed. Rows giving one mask different categories are all kept (nothing says which label is
+right, and the metric scores each category on its own) and listed together in the report.
+
+Truncated photos: a JPEG that stops before its end-of-image marker (a cut-off download or copy) would decode
+without an error, the missing rows filled with grey, so its rows are skipped as ``truncated_image``. That
+check reads the last bytes of each photo. A file with the marker but damaged data inside (a cut file with the
+marker appended, a zero-filled hole, garbled bytes) passes it; ``verify_images`` decodes every JPEG at 1/8
+scale and skips the rows of any that libjpeg reports corrupt (``corrupt_image``). That costs a decode per
+photo (on real photos more than the whole conversion without it: BENCHMARKS.md), so it is off by default.
+
+Height/Width swapped in the CSV (two real 2019 photos): the runs index an H_csv x W_csv grid while the photo
+is W_csv x H_csv. The mask is rotated onto the photo's grid; see :data:`SWAPPED_SIZE_FIX` for the choice and
+its source. The report lists every such row so they can be checked by eye (``tools/visualize_dataset.py
+--images ID,...``).
+
+Outputs as a set: everything is built in staging folders beside the outputs (``annotations/.conversion-new/``,
+``.val.conversion-new/``) and swapped in at the end: the previous outputs are moved aside, the new ones moved
+in, then the old ones deleted, with Ctrl-C (and SIGTERM) held back for those few renames. A journal file
+(``annotations/.conversion-swap``) exists only during the swap, so a run killed inside it is rolled back by
+the next run before it does anything else; a run stopped at any other point leaves the previous outputs as
+they were, and its staging folders are removed (by itself or by the next run). A folder that cannot be
+written is a one-line error before any work.
 
 How it stays fast at 333k rows / 1-2 GB of CSV text: the CSV is cut into fixed-size byte chunks at line
 ends, and worker processes parse, validate and convert the rows of a chunk straight from Kaggle runs to
 COCO's compressed counts (no full-resolution mask is built). Only these compact results (about a third
-of the CSV's size) travel back; the main process groups them by image, splits by image and streams the
-JSON out. The 512x512 masks of the val rows are made in a second, small pass that re-reads just those
-lines by byte offset. Results do not depend on the number of workers: everything is put back in CSV line
-order before ids are given.
+of the CSV's size) travel back; the main process groups them by image, drops duplicate rows, splits by image
+and streams the JSON out. The 512x512 masks of the val rows are made in a second, small pass that re-reads
+just those lines by byte offset. Results do not depend on the number of workers: everything is put back in
+CSV line order before ids are given.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
+from PIL import Image
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
@@ -55,12 +81,13 @@ from . import rle
 from .data.coco_json import read_coco_json
 from .errors import UserError
 from .fileio import atomic_open, atomic_save, atomic_write_json
-from .images import image_size
+from .images import image_size, jpeg_file_is_truncated
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: Val photos when --val_num is not given; cut to MAX_VAL_FRACTION of the usable photos on small datasets.
 DEFAULT_VAL_NUM = 1000
-#: --val_num is cut to this fraction of the usable images when it asks for more (small datasets).
+#: The default val size is cut to this fraction of the usable images (an explicit --val_num is not).
 MAX_VAL_FRACTION = 0.2
 RESIZE_SIZE = 512
 #: Work unit of the parallel pass. Fixed in bytes (not derived from the worker count) to keep it simple to
@@ -85,9 +112,27 @@ SKIP_REASONS = (
     "unknown_attribute",
     "missing_image",
     "unreadable_image",
+    "truncated_image",
+    "corrupt_image",
     "size_mismatch",
     "invalid_rle",
+    "duplicate_row",
 )
+
+#: What is done to the mask of a row whose Height/Width are the photo's swapped (the report's "fix").
+#: Evidence, not proof: the only public account from someone who looked at the two real 2019 photos concerned,
+#: the original GluonCV iMaterialist project (github.com/maktu6/garment_segmentation,
+#: tools/convert_imaterialist_to_coco.py), lists them as WRONG_IMG_IDS (f4d6e71fbffc3e891e5009fef2c8bf6b.jpg,
+#: 2ab8c02ce17612733ddee218b4ce1fd1.jpg) with "Do transpose and vertical flip on their mask", i.e.
+#: ``mask.transpose()[::-1, :]``: a rotation by 90 degrees counter-clockwise. A plain transpose (this
+#: converter's earlier choice) is a different picture (mirrored). Without the photos here neither can be
+#: proven; check by eye with ``tools/visualize_dataset.py --images ID,...`` (README, "Convert train.csv").
+SWAPPED_SIZE_FIX = "mask rotated 90 degrees counter-clockwise (transposed, then flipped vertically)"
+
+
+def rotate_swapped_mask(mask_on_csv_grid: np.ndarray) -> np.ndarray:
+    """The mask of a swapped-size row on the photo's grid: :data:`SWAPPED_SIZE_FIX`, the one place it is done."""
+    return mask_on_csv_grid.T[::-1, :]
 
 
 @dataclass
@@ -118,6 +163,9 @@ class ConversionResult:
     images_without_annotations: List[str]
     val_note: Optional[str]
     outputs: List[Path]
+    data_root: Path = Path(".")
+    shared_masks: List[Dict] = field(default_factory=list)
+    recovered: Optional[str] = None
     val_empty_at_512: int = 0
     val_linked: int = 0
     val_copied: int = 0
@@ -128,7 +176,8 @@ class ConversionResult:
 
     def summary_table(self) -> str:
         """Human-readable end-of-run summary."""
-        lines = [
+        lines = [f"note: {self.recovered}"] if self.recovered else []
+        lines += [
             f"{'split':<8}{'images':>10}{'annotations':>14}",
             f"{'train':<8}{self.train_images:>10}{self.train_annotations:>14}",
             f"{'val':<8}{self.val_images:>10}{self.val_annotations:>14}",
@@ -136,9 +185,16 @@ class ConversionResult:
             f"skipped rows: {len(self.skipped)}",
         ]
         lines += [f"  {reason:<24}{n:>8}" for reason, n in self.skipped_by_reason().items()]
-        swapped_images = len({entry["image_id"] for entry in self.swapped})
-        lines.append(f"swapped Height/Width (mask transposed onto the image): {len(self.swapped)} rows, "
-                     f"{swapped_images} images")
+        if self.shared_masks:
+            rows = sum(len(group["lines"]) for group in self.shared_masks)
+            lines.append(f"masks given two or more categories (all kept, listed in the report): "
+                         f"{len(self.shared_masks)} masks, {rows} rows")
+        swapped_images = list(dict.fromkeys(entry["image_id"] for entry in self.swapped))
+        lines.append(f"swapped Height/Width (masks rotated onto the photo, see the report): {len(self.swapped)} "
+                     f"rows, {len(swapped_images)} images")
+        if swapped_images:
+            lines.append(f"  check them by eye: python tools/visualize_dataset.py --data_root {self.data_root} "
+                         f"--images {','.join(swapped_images)} --output swapped_check")
         if self.images_without_annotations:
             lines.append(f"images left out (no valid row): {len(self.images_without_annotations)}")
         if self.val_empty_at_512:
@@ -173,6 +229,7 @@ class _Config:
     num_columns: int
     category_ids: frozenset
     attribute_ids: frozenset
+    verify_images: bool = False
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -232,17 +289,23 @@ def output_paths(data_root: PathLike) -> Dict[str, Path]:
             "report": ann / REPORT_JSON, "val_dir": root / "val"}
 
 
-def choose_val_count(num_images: int, val_num: int) -> Tuple[int, Optional[str]]:
-    """Number of val images and, when --val_num had to be cut, a note saying why.
+def choose_val_count(num_images: int, val_num: Optional[int]) -> Tuple[int, Optional[str]]:
+    """Number of val images and, when the default had to be cut, a note saying why.
 
-    --val_num is honoured while it is at most 20% of the usable images; beyond that the split is cut to
-    20% (at least one image when there are two or more), so a small dataset keeps most images for training.
+    ``val_num=None`` (the flag not given): DEFAULT_VAL_NUM, cut to 20% of the usable images (at least one
+    when there are two or more) so that a small dataset keeps most images for training. An explicit
+    ``val_num`` is honoured as it is; UserError if it leaves no image for training.
     """
-    cap = max(1, int(MAX_VAL_FRACTION * num_images)) if num_images >= 2 else 0
-    if val_num <= cap:
+    if val_num is not None:
+        if val_num > 0 and val_num >= num_images:
+            raise UserError(f"--val_num {val_num} leaves no training photo: only {num_images} photos have a "
+                            f"valid row (ask for at most {num_images - 1}); nothing was written")
         return val_num, None
-    return cap, (f"only {num_images} usable images: --val_num {val_num} is more than "
-                 f"{MAX_VAL_FRACTION:.0%} of them, so {cap} go to val instead")
+    cap = max(1, int(MAX_VAL_FRACTION * num_images)) if num_images >= 2 else 0
+    if DEFAULT_VAL_NUM <= cap:
+        return DEFAULT_VAL_NUM, None
+    return cap, (f"only {num_images} usable images: the default --val_num {DEFAULT_VAL_NUM} is more than "
+                 f"{MAX_VAL_FRACTION:.0%} of them, so {cap} go to val instead (pass --val_num to choose)")
 
 
 def split_images(image_ids: Sequence[str], val_count: int, seed: int) -> set:
@@ -320,20 +383,76 @@ def _parse_labels(fields: List[str], config: _Config, image_id: str) -> Tuple[in
 
 
 def _real_size(file_name: str, config: _Config, image_id: str) -> Tuple[int, int]:
-    """(height, width) from the photo's header, read once per worker; _Skip if missing or unreadable."""
+    """(height, width) from the photo's header, checked once per worker; _Skip if the photo is missing,
+    unreadable, truncated or (with ``verify_images``) corrupt."""
     cached = _SIZE_CACHE.get(file_name)
     if cached is None:
-        path = os.path.join(config.train_dir, file_name)
-        try:
-            cached = image_size(path)
-        except FileNotFoundError:
-            cached = ("missing_image", f"train/{file_name} does not exist")
-        except Exception as exc:  # PIL raises many types on damaged files (UserError, DecompressionBombError...)
-            cached = ("unreadable_image", f"train/{file_name} is not a readable image ({exc})")
-        _SIZE_CACHE[file_name] = cached
+        cached = _SIZE_CACHE[file_name] = _check_photo(os.path.join(config.train_dir, file_name),
+                                                       f"train/{file_name}", config.verify_images)
     if isinstance(cached[0], str):
         raise _Skip(*cached, image_id)
     return cached
+
+
+def _check_photo(path: str, shown_as: str, verify: bool) -> Tuple:
+    """(height, width) of a usable photo, or (skip reason, detail) naming it as ``shown_as``."""
+    try:
+        size = image_size(path)
+    except FileNotFoundError:
+        return "missing_image", f"{shown_as} does not exist"
+    except Exception as exc:  # PIL raises many types on damaged files (UserError, DecompressionBombError...)
+        return "unreadable_image", f"{shown_as}: {_without_path(str(exc), path)}"
+    if jpeg_file_is_truncated(path):
+        return "truncated_image", (f"{shown_as} stops before the JPEG end-of-image marker "
+                                   f"({os.path.getsize(path)} bytes: cut off during a download or copy?)")
+    if verify:
+        warning = _libjpeg_warnings(path)
+        if warning:
+            return "corrupt_image", f"{shown_as}: decoding at 1/8 scale, libjpeg reports: {warning}"
+    return size
+
+
+def _without_path(message: str, path: str) -> str:
+    """An error message with the file's path taken out (the report names the file once, relative to the
+    data root; PIL and image_size repeat the absolute path, once or twice)."""
+    for form in (f"{path}: ", f" '{path}'", f" {path}", path):
+        message = message.replace(form, "")
+    return message.strip() or "not a readable image"
+
+
+_STDERR_CAPTURE: Optional[object] = None  # a worker's scratch file for libjpeg's messages, made on first use
+
+
+def _libjpeg_warnings(path: str) -> Optional[str]:
+    """What libjpeg says while decoding a JPEG at 1/8 scale (None: nothing, or not a JPEG).
+
+    libjpeg reports damaged data ("premature end of data segment", "N extraneous bytes before marker")
+    only as warnings that OpenCV prints on stderr, and returns a picture with the damage filled in, so the
+    decode's result proves nothing: stderr (file descriptor 2, where the C library writes) is captured
+    for the call. 1/8 scale still reads every byte of entropy-coded data, which is where damage shows.
+    """
+    global _STDERR_CAPTURE
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[:3].tobytes() != b"\xff\xd8\xff":
+        return None  # PNG and the like: their libraries warn about harmless things (colour profiles)
+    if _STDERR_CAPTURE is None:
+        _STDERR_CAPTURE = tempfile.TemporaryFile()
+    capture = _STDERR_CAPTURE
+    capture.seek(0)
+    capture.truncate()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(capture.fileno(), 2)
+        decoded = cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    capture.seek(0)
+    said = " ".join(capture.read().decode("utf-8", "replace").split())
+    if decoded is None:
+        return said or "the image cannot be decoded"
+    return said or None
 
 
 def _parse_row(raw: bytes, config: _Config):
@@ -361,11 +480,11 @@ def _parse_row(raw: bytes, config: _Config):
 
 
 def _runs_on_photo(encoded: str, csv_size: Tuple[int, int], swapped: bool) -> rle.Runs:
-    """The mask's runs on the photo's own pixel grid (transposed when the CSV swapped Height and Width)."""
+    """The mask's runs on the photo's own pixel grid (SWAPPED_SIZE_FIX when the CSV swapped Height and Width)."""
     if swapped:
-        # Dense on purpose: only swapped rows come here (two photos in the real data), and transposing a run
-        # list is a row-major re-scan that a dense array states most plainly.
-        return rle.mask_to_runs(rle.kaggle_to_mask(encoded, *csv_size).T)
+        # Dense on purpose: only swapped rows come here (two photos in the real data), and rotating a run
+        # list is a re-scan that a dense array states most plainly.
+        return rle.mask_to_runs(rotate_swapped_mask(rle.kaggle_to_mask(encoded, *csv_size)))
     return rle.parse_kaggle_rle(encoded, *csv_size)
 
 
@@ -464,11 +583,21 @@ def _resize_rows(rows: List[Tuple[int, int]]) -> List[Optional[str]]:
 
 # -------------------------------------------------------------------------------------- main side
 
+class _Row(NamedTuple):
+    """A converted row as the main process keeps it until the JSON is written."""
+
+    line: int
+    tail: str  # the annotation's JSON without its leading '{"id":..,"image_id":..,' (see _annotation_tails)
+    offset: int  # byte offset and length of the CSV line, to re-read it for the 512x512 pass
+    length: int
+    swapped: bool
+
+
 @dataclass
 class _Image:
     height: int
     width: int
-    rows: List[Tuple[int, str, int, int, bool]] = field(default_factory=list)  # line, tail, offset, len, swapped
+    rows: List[_Row] = field(default_factory=list)
 
 
 def _chunk_ranges(csv_path: Path, chunk_bytes: int) -> Tuple[List[Tuple[int, int]], int]:
@@ -508,6 +637,262 @@ class _Workers:
             self.pool.join()
 
 
+# ------------------------------------------------------------------------------------ duplicate rows
+
+_SEGMENTATION_KEY = '"segmentation":'
+_AREA_KEY = ',"area":'
+_ISCROWD_KEY = ',"iscrowd":'
+_ATTRIBUTES_KEY = '"attribute_ids":['
+
+
+def _tail_category(tail: str) -> int:
+    return int(tail[len('"category_id":'):tail.index(",")])
+
+
+def _tail_attributes(tail: str) -> List[int]:
+    text = tail[tail.rindex(_ATTRIBUTES_KEY) + len(_ATTRIBUTES_KEY):tail.rindex("]")]
+    return [int(part) for part in text.split(",")] if text else []
+
+
+def _tail_mask(tail: str) -> str:
+    """The segmentation's JSON: equal for two rows exactly when their masks are (COCO counts are canonical)."""
+    return tail[tail.index(_SEGMENTATION_KEY):tail.rindex(_AREA_KEY)]
+
+
+def _drop_duplicate_rows(images: Dict[str, _Image]) -> Tuple[List[SkippedRow], List[Dict]]:
+    """Remove rows that repeat an earlier row of their image (same category and mask, attributes aside) and
+    return them as skipped rows; also return the masks given more than one category (all their rows kept).
+
+    Masks are compared as converted (the COCO counts), so two spellings of one mask match. Area and box
+    (a few characters at the tail's end, found from the right) pick the candidates first, so the KB-long
+    masks are compared only when those agree.
+    """
+    duplicates: List[SkippedRow] = []
+    shared_masks: List[Dict] = []
+    for image_id, image in images.items():
+        if len(image.rows) < 2:
+            continue
+        by_area_and_box: Dict[str, List[List[_Row]]] = {}  # area+box text -> groups of rows with one mask
+        kept: List[_Row] = []
+        for row in image.rows:
+            tail = row.tail
+            groups = by_area_and_box.setdefault(tail[tail.rindex(_AREA_KEY):tail.rindex(_ISCROWD_KEY)], [])
+            group = next((g for g in groups if _tail_mask(g[0].tail) == _tail_mask(tail)), None)
+            if group is None:
+                groups.append([row])
+                kept.append(row)
+                continue
+            category = _tail_category(tail)
+            same = next((earlier for earlier in group if _tail_category(earlier.tail) == category), None)
+            if same is None:
+                group.append(row)
+                kept.append(row)
+                continue
+            detail = f"same image, category {category} and mask as line {same.line}, which is kept"
+            if _tail_attributes(tail) != _tail_attributes(same.tail):
+                detail += (f" with its attributes {_tail_attributes(same.tail)} (this row's: "
+                           f"{_tail_attributes(tail)})")
+            duplicates.append(SkippedRow(row.line, image_id, "duplicate_row", detail))
+        if len(kept) < len(image.rows):
+            image.rows = kept
+        for groups in by_area_and_box.values():
+            shared_masks += [{"image_id": image_id, "lines": [row.line for row in group],
+                              "category_ids": [_tail_category(row.tail) for row in group]}
+                             for group in groups if len(group) > 1]
+    shared_masks.sort(key=lambda entry: entry["lines"][0])
+    return duplicates, shared_masks
+
+
+# ------------------------------------------------------------------------------ outputs, as one set
+
+OUTPUT_KEYS = ("train", "val", "resize_val", "report", "val_dir")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif _exists(path):
+        path.unlink()
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename (atomic, same file system); the target must not be a non-empty folder."""
+    os.replace(source, target)
+
+
+def _fsync_folder(path: Path) -> None:
+    """Make renames in ``path`` durable (a no-op where folders cannot be opened, as on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) and SIGTERM for a few renames; each takes effect, as it would have, at the end.
+
+    Done with Python-level handlers that only take note, not by blocking the signals: a signal blocked in
+    this thread would still be delivered to any other thread (a progress bar's monitor), and Python runs
+    its handler, which raises KeyboardInterrupt, in the main thread all the same.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread, which is the only one to receive them
+        return
+    received: List[int] = []
+    held = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
+
+
+@contextlib.contextmanager
+def _only_conversion_of(root: Path) -> Iterator[None]:
+    """One conversion at a time per data root: a second one would swap its outputs over the first's (and
+    take its staging folders for leftovers). An advisory lock on the folder itself, so no file is left."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{root}: another conversion is running on this folder; wait for it to end "
+                            "(nothing was changed)") from None
+        except OSError:
+            pass  # a file system without locks (some network mounts): go on unlocked
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _OutputSet:
+    """The five outputs (four JSON files and val/), built in staging folders beside them and swapped in
+    together: a run either replaces the whole set or leaves the previous one as it was.
+
+    ``final``: where each output lives; ``staged``: where this run builds it; ``previous``: where the
+    outputs it replaces wait during the swap. The journal exists only during the swap and lists the outputs
+    that had a previous version, which is all a rollback needs, however far the swap got.
+    """
+
+    final: Dict[str, Path]
+    staged: Dict[str, Path]
+    previous: Dict[str, Path]
+    journal: Path
+
+    @classmethod
+    def beside(cls, paths: Dict[str, Path]) -> "_OutputSet":
+        annotations, root = paths["train"].parent, paths["val_dir"].parent
+        new, old = annotations / ".conversion-new", annotations / ".conversion-old"
+        final = {key: paths[key] for key in OUTPUT_KEYS}
+        staged = {key: new / final[key].name for key in OUTPUT_KEYS[:-1]}
+        previous = {key: old / final[key].name for key in OUTPUT_KEYS[:-1]}
+        staged["val_dir"], previous["val_dir"] = root / ".val.conversion-new", root / ".val.conversion-old"
+        return cls(final, staged, previous, annotations / ".conversion-swap")
+
+    def _work_folders(self) -> List[Path]:
+        return [self.staged["train"].parent, self.staged["val_dir"], self.previous["train"].parent,
+                self.previous["val_dir"]]
+
+    def recover(self) -> Optional[str]:
+        """Undo what an interrupted earlier run left: a swap cut short (journal present) is rolled back; any
+        other leftovers are staging folders or old outputs already replaced, and are removed. Returns a note
+        for the summary, or None when there was nothing to do."""
+        try:
+            if _exists(self.journal):
+                with _signals_held():
+                    self._roll_back()
+                return ("an earlier conversion was stopped while swapping in its outputs: the outputs from "
+                        "before it were put back")
+            leftovers = [folder for folder in self._work_folders() if _exists(folder)]
+            for folder in leftovers:
+                _remove(folder)
+        except OSError as exc:
+            raise UserError(f"cannot clean up after an interrupted earlier conversion: {exc}") from None
+        if leftovers:
+            return "removed the staging folders an interrupted earlier conversion left behind"
+        return None
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the staging folders: UserError (one line, before any work) where a folder is not writable."""
+        annotations = self.final["train"].parent
+        if _exists(annotations) and not annotations.is_dir():
+            raise UserError(f"{annotations}: is a file, not a folder (the JSON files go there); nothing was changed")
+        staging_folders = [self.staged["train"].parent, self.staged["val_dir"]]
+        for folder in ([] if annotations.is_dir() else [annotations]) + staging_folders:
+            try:
+                folder.mkdir()
+            except OSError as exc:
+                raise UserError(f"{folder.parent}: cannot write there ({exc.strerror or exc}); "
+                                "nothing was changed") from None
+        val_dir = self.final["val_dir"]
+        if overwrite and val_dir.is_dir() and not val_dir.is_symlink() and not os.access(val_dir, os.W_OK | os.X_OK):
+            raise UserError(f"{val_dir}: cannot write there, so its old images could not be removed; "
+                            "nothing was changed")
+
+    def discard(self) -> None:
+        """Remove this run's staging folders (the previous outputs were never touched)."""
+        for folder in (self.staged["train"].parent, self.staged["val_dir"]):
+            with contextlib.suppress(OSError):
+                _remove(folder)
+
+    def commit(self) -> None:
+        """Swap the staged outputs in for the previous ones; on any failure put the previous ones back."""
+        with _signals_held():
+            had_previous = [key for key in OUTPUT_KEYS if _exists(self.final[key])]
+            atomic_write_json(self.journal, {"had_previous": had_previous})
+            _fsync_folder(self.journal.parent)
+            try:
+                self.previous["train"].parent.mkdir(exist_ok=True)
+                for key in had_previous:
+                    _move(self.final[key], self.previous[key])
+                for key in OUTPUT_KEYS:
+                    _move(self.staged[key], self.final[key])
+                for folder in {self.journal.parent, self.final["val_dir"].parent}:
+                    _fsync_folder(folder)
+            except BaseException:
+                self._roll_back()
+                raise
+            self.journal.unlink()
+            _fsync_folder(self.journal.parent)
+            for folder in self._work_folders():  # the replaced outputs and the emptied staging folder
+                with contextlib.suppress(OSError):
+                    _remove(folder)
+
+    def _roll_back(self) -> None:
+        """Put the previous outputs back, wherever the swap stopped; safe to repeat if itself interrupted."""
+        had_previous = set(json.loads(self.journal.read_text(encoding="utf-8"))["had_previous"])
+        for key in OUTPUT_KEYS:
+            final, previous = self.final[key], self.previous[key]
+            if key in had_previous:
+                if _exists(previous):  # moved aside: put it back (else it never left, or is back already)
+                    if _exists(final):
+                        _remove(final)
+                    _move(previous, final)
+            elif _exists(final):  # none before this run: what is there is the new one
+                _remove(final)
+        for folder in {self.journal.parent, self.final["val_dir"].parent}:
+            _fsync_folder(folder)
+        self.journal.unlink()
+        for folder in self._work_folders():
+            _remove(folder)
+
+
 def _check_outputs_free(paths: Dict[str, Path], overwrite: bool) -> None:
     if overwrite:
         return
@@ -521,28 +906,20 @@ def _check_outputs_free(paths: Dict[str, Path], overwrite: bool) -> None:
 
 def _place_val_images(names: List[str], train_dir: Path, val_dir: Path, copy: bool,
                       progress: bool) -> Tuple[int, int]:
-    """Hard-link (or copy) the val images; returns (linked, copied). Never writes through an existing link."""
-    val_dir.mkdir(parents=True, exist_ok=True)
-    wanted = set(names)
-    for stale in sorted(val_dir.iterdir()):
-        if stale.name not in wanted and (stale.is_file() or stale.is_symlink()):
-            stale.unlink()  # left by an earlier split (only reached with --overwrite)
+    """Hard-link (or copy) the val images into ``val_dir``, a new empty folder; returns (linked, copied)."""
     linked = copied = 0
     for name in tqdm(names, desc="val images", unit="img", disable=not progress):
         source, target = train_dir / name, val_dir / name
         if not copy:
-            temp = val_dir / f".{name}.link-tmp"
             try:
-                if temp.exists() or temp.is_symlink():
-                    temp.unlink()
-                os.link(source, temp)
-                os.replace(temp, target)  # replaces the entry; an old link's inode (a train file) is untouched
+                os.link(source, target)
                 linked += 1
                 continue
             except OSError:
                 pass  # other file system, no link support, too many links: copy instead
         atomic_save(target, lambda temp_path: shutil.copyfile(source, temp_path))
         copied += 1
+    _fsync_folder(val_dir)
     return linked, copied
 
 
@@ -563,20 +940,31 @@ def _write_coco(path: Path, info: Dict, images: List[Dict], annotations: Iterabl
         handle.write(f'],"categories":{dumps(categories)},"attributes":{dumps(attributes)}}}')
 
 
-def convert_imaterialist(data_root: PathLike, val_num: int = DEFAULT_VAL_NUM, seed: int = 0,
+def _require_folder(path: Path, name: str, expected: str) -> None:
+    """UserError unless ``path`` is a folder, saying what it is instead and what was expected there."""
+    if path.is_dir():
+        return
+    what = "is a file, not a folder" if path.exists() else "no such folder"
+    raise UserError(f"{name}: {what} (expected {expected})")
+
+
+def convert_imaterialist(data_root: PathLike, val_num: Optional[int] = None, seed: int = 0,
                          num_workers: Optional[int] = None, copy_val: bool = False, overwrite: bool = False,
-                         strict: bool = False, progress: bool = True,
+                         strict: bool = False, progress: bool = True, verify_images: bool = False,
                          chunk_bytes: int = CHUNK_BYTES) -> ConversionResult:
     """Convert ``<data_root>/train.csv`` to COCO JSON under ``<data_root>/annotations`` plus ``val/`` images.
 
     Rows that cannot be converted are skipped and reported (``strict``: UserError at the first one, nothing
-    written). Output is byte-identical for the same input and ``seed`` whatever ``num_workers``.
+    written). ``val_num``: val photos (None: DEFAULT_VAL_NUM, cut to 20% on small datasets). ``verify_images``:
+    also decode every JPEG at 1/8 scale and skip those libjpeg reports corrupt (slow). The outputs are
+    replaced as one set, or not at all. Output is byte-identical for the same input and ``seed`` whatever
+    ``num_workers``.
     """
     started = time.perf_counter()
     root = Path(data_root)
-    if not root.is_dir():
-        raise UserError(f"--data_root {root}: no such folder")
-    if val_num < 0:
+    _require_folder(root, f"--data_root {root}",
+                    "the dataset folder holding train.csv, label_descriptions.json and train/")
+    if val_num is not None and val_num < 0:
         raise UserError(f"--val_num must be >= 0, got {val_num}")
     if num_workers is None:
         num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -585,18 +973,43 @@ def convert_imaterialist(data_root: PathLike, val_num: int = DEFAULT_VAL_NUM, se
     csv_path, train_dir = root / "train.csv", root / "train"
     labels = read_label_descriptions(root / "label_descriptions.json")
     csv_format, column_index, num_columns = read_csv_header(csv_path)
-    if not train_dir.is_dir():
-        raise UserError(f"{train_dir}: no such folder (expected the training images there)")
-    paths = output_paths(root)
-    _check_outputs_free(paths, overwrite)
-
+    _require_folder(train_dir, str(train_dir), "the training images there")
     config = _Config(str(csv_path), str(train_dir), csv_format, column_index, num_columns,
                      frozenset(c["id"] for c in labels["categories"]),
-                     frozenset(a["id"] for a in labels["attributes"]))
+                     frozenset(a["id"] for a in labels["attributes"]), verify_images)
+    paths = output_paths(root)
+    outputs = _OutputSet.beside(paths)
+    annotations_existed = paths["train"].parent.exists()
+
+    with _only_conversion_of(root):
+        recovered = outputs.recover()
+        _check_outputs_free(paths, overwrite)
+        try:
+            outputs.prepare(overwrite)
+            result = _convert_into(outputs, config, labels, val_num, seed, num_workers, copy_val, strict, progress,
+                                   chunk_bytes, started)
+        except BaseException:
+            outputs.discard()
+            if not annotations_existed:
+                with contextlib.suppress(OSError):
+                    paths["train"].parent.rmdir()  # made by this run and empty: as it was
+            raise
+    result.recovered = recovered
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _convert_into(outputs: _OutputSet, config: _Config, labels: Dict, val_num: Optional[int], seed: int,
+                  num_workers: int, copy_val: bool, strict: bool, progress: bool, chunk_bytes: int,
+                  started: float) -> ConversionResult:
+    """The conversion proper: read and convert, split, build every output in staging, swap them in."""
+    csv_path, train_dir, csv_format = Path(config.csv_path), Path(config.train_dir), config.csv_format
     ranges, csv_bytes = _chunk_ranges(csv_path, chunk_bytes)
     workers = _Workers(min(num_workers, max(1, len(ranges))), config)
     try:
         images, skipped, data_rows = _convert_all(workers, ranges, csv_bytes, progress)
+        duplicates, shared_masks = _drop_duplicate_rows(images)
+        skipped = sorted(skipped + duplicates, key=lambda row: row.line)
         converted = time.perf_counter()
         if strict and skipped:
             first = skipped[0]
@@ -614,26 +1027,29 @@ def convert_imaterialist(data_root: PathLike, val_num: int = DEFAULT_VAL_NUM, se
     finally:
         workers.close()
 
-    linked, copied = _place_val_images([image_file_name(i) for i in val_images], train_dir, paths["val_dir"],
+    staged = outputs.staged
+    linked, copied = _place_val_images([image_file_name(i) for i in val_images], train_dir, staged["val_dir"],
                                        copy_val, progress)
-    _write_annotation_files(paths, labels, csv_format, seed, train_images, val_images, resized_annotations,
+    _write_annotation_files(staged, labels, csv_format, seed, train_images, val_images, resized_annotations,
                             progress)
     result = ConversionResult(
         csv_format=csv_format, data_rows=data_rows,
         train_images=len(train_images), train_annotations=_num_rows(train_images),
         val_images=len(val_images), val_annotations=_num_rows(val_images),
-        skipped=skipped, swapped=_swapped_rows(images), images_without_annotations=_left_out(images, skipped),
-        val_note=val_note, outputs=[paths[k] for k in ("train", "val", "resize_val", "report", "val_dir")],
+        skipped=skipped, swapped=_swapped_rows(images, train_dir),
+        images_without_annotations=_left_out(images, skipped), val_note=val_note,
+        outputs=[outputs.final[key] for key in OUTPUT_KEYS], data_root=train_dir.parent, shared_masks=shared_masks,
         val_empty_at_512=empty_at_512, val_linked=linked, val_copied=copied)
-    atomic_write_json(paths["report"], _report(result, val_num, seed), indent=1)
+    atomic_write_json(staged["report"], _report(result, val_num, seed, config.verify_images), indent=1)
+    outputs.commit()
     finished = time.perf_counter()
     result.timings = {"read+convert": converted - started, "val 512 masks": resized - converted,
-                      "val links + write": finished - resized, "total": finished - started}
+                      "val links + write": finished - resized}
     return result
 
 
 def _write_annotation_files(paths: Dict[str, Path], labels: Dict, csv_format: str, seed: int,
-                            train_images: Dict[str, "_Image"], val_images: Dict[str, "_Image"],
+                            train_images: Dict[str, _Image], val_images: Dict[str, _Image],
                             resized_annotations: List[Tuple[int, str]], progress: bool) -> None:
     categories = [{"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}
                   for c in labels["categories"]]
@@ -653,14 +1069,33 @@ def _write_annotation_files(paths: Dict[str, Path], labels: Dict, csv_format: st
                 _annotations(train_images), _num_rows(train_images), **common)
 
 
-def _swapped_rows(images: Dict[str, "_Image"]) -> List[Dict]:
-    """Report entries for rows whose CSV Height/Width were the photo's transposed (their masks were)."""
-    return [{"line": line, "image_id": image_id, "csv_height": image.width, "csv_width": image.height,
-             "file_height": image.height, "file_width": image.width, "fix": "mask transposed"}
-            for image_id, image in images.items() for line, _, _, _, swapped in image.rows if swapped]
+def _exif_orientation(path: Path) -> Optional[int]:
+    """The photo's EXIF orientation tag (1-8), None without one: evidence for checking a swapped size."""
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get(0x0112)
+    except Exception:  # unreadable EXIF says nothing either way
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
-def _left_out(images: Dict[str, "_Image"], skipped: List[SkippedRow]) -> List[str]:
+def _swapped_rows(images: Dict[str, _Image], train_dir: Path) -> List[Dict]:
+    """Report entries for rows whose CSV Height/Width were the photo's swapped (their masks were rotated)."""
+    entries = []
+    orientation: Dict[str, Optional[int]] = {}
+    for image_id, image in images.items():
+        for row in image.rows:
+            if not row.swapped:
+                continue
+            if image_id not in orientation:
+                orientation[image_id] = _exif_orientation(train_dir / image_file_name(image_id))
+            entries.append({"line": row.line, "image_id": image_id, "csv_height": image.width,
+                            "csv_width": image.height, "file_height": image.height, "file_width": image.width,
+                            "file_exif_orientation": orientation[image_id], "fix": SWAPPED_SIZE_FIX})
+    return entries
+
+
+def _left_out(images: Dict[str, _Image], skipped: List[SkippedRow]) -> List[str]:
     """ImageIds named in the CSV with no convertible row: an image with none of its garments marked would
     teach and score 'nothing here', so it is left out of both splits (and listed in the report)."""
     seen, left_out = set(images), []
@@ -685,7 +1120,7 @@ def _convert_all(workers: _Workers, ranges: List[Tuple[int, int]], csv_bytes: in
             if image is None:
                 height, width = sizes[image_id]
                 image = images[image_id] = _Image(height, width)
-            image.rows.append((first_line + index, tail, offset, length, swapped))
+            image.rows.append(_Row(first_line + index, tail, offset, length, swapped))
         skipped.extend(SkippedRow(first_line + index, image_id, reason, detail)
                        for index, image_id, reason, detail in bad)
         data_rows += len(valid) + len(bad)
@@ -701,7 +1136,7 @@ def _resize_val(workers: _Workers, val_images: Dict[str, _Image],
     masks that are empty at 512x512 (nothing to detect there: as ground truth they could never be matched);
     and how many were left out."""
     numbers = [number for number, image in enumerate(val_images.values(), start=1) for _ in image.rows]
-    rows = [(offset, length) for image in val_images.values() for _, _, offset, length, _ in image.rows]
+    rows = [(row.offset, row.length) for image in val_images.values() for row in image.rows]
     batches = [rows[i:i + _VAL_BATCH_ROWS] for i in range(0, len(rows), _VAL_BATCH_ROWS)]
     tails: List[Optional[str]] = []
     with tqdm(total=len(rows), desc=f"val masks at {RESIZE_SIZE}", unit="ann", disable=not progress) as bar:
@@ -719,8 +1154,8 @@ def _image_entries(images: Dict[str, _Image]) -> List[Dict]:
 
 def _annotations(images: Dict[str, _Image]) -> Iterator[Tuple[int, str]]:
     for number, image in enumerate(images.values(), start=1):
-        for _, tail, _, _, _ in image.rows:
-            yield number, tail
+        for row in image.rows:
+            yield number, row.tail
 
 
 def _num_rows(images: Dict[str, _Image]) -> int:
@@ -735,13 +1170,14 @@ def count_reasons(skipped: Iterable[SkippedRow]) -> Dict[str, int]:
     return {reason: n for reason, n in counts.items() if n}
 
 
-def _report(result: ConversionResult, val_num: int, seed: int) -> Dict:
+def _report(result: ConversionResult, val_num: Optional[int], seed: int, verify_images: bool) -> Dict:
     """conversion_report.json: deterministic (no timings, no absolute paths)."""
     return {
         "source": {"csv": "train.csv", "format": result.csv_format, "data_rows": result.data_rows,
                    "label_descriptions": "label_descriptions.json"},
-        "settings": {"val_num": val_num, "seed": seed, "max_val_fraction": MAX_VAL_FRACTION,
-                     "resize_size": RESIZE_SIZE},
+        "settings": {"val_num": val_num, "default_val_num": DEFAULT_VAL_NUM,
+                     "max_val_fraction_of_default": MAX_VAL_FRACTION, "seed": seed,
+                     "resize_size": RESIZE_SIZE, "verify_images": verify_images},
         "val_note": result.val_note,
         "splits": {"train": {"images": result.train_images, "annotations": result.train_annotations},
                    "val": {"images": result.val_images, "annotations": result.val_annotations}},
@@ -749,6 +1185,7 @@ def _report(result: ConversionResult, val_num: int, seed: int) -> Dict:
         "skipped_rows": len(result.skipped),
         "skipped_rows_by_reason": result.skipped_by_reason(),
         "skipped": [row.as_dict() for row in result.skipped],
+        "same_mask_different_categories": result.shared_masks,
         "swapped_size": result.swapped,
         "images_without_valid_annotations": result.images_without_annotations,
         "outputs": [f"annotations/{TRAIN_JSON}", f"annotations/{VAL_JSON}", f"annotations/{RESIZE_VAL_JSON}",

@@ -18,7 +18,8 @@ choosing: the image's own grid (overlays), an annotation file's grid (``--annota
   (``models.segmentation.upsample_argmax``); test-time augmentation (scales, flip) is optional. Binary
   (garment/background) checkpoints have no category to report: they give label maps only.
 
-Unreadable images are skipped with a warning and counted, never fatal.
+Unreadable images are skipped with a warning and counted, never fatal. Truncated JPEGs are predicted from the
+part before the cut, with a warning, and marked in the outputs and the printed summary.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .engine.checkpoint import TASKS, checkpoint_base, read_checkpoint_meta
 from .engine.progress import progress as progress_bar
 from .errors import UserError
 from .fileio import atomic_write_json
-from .images import image_size, read_rgb
+from .images import image_size, jpeg_file_is_truncated, read_rgb
 from .labels import CATEGORY_NAMES, ClassSet
 from .rle import coco_to_mask, mask_to_coco
 
@@ -185,11 +186,17 @@ def find_images(path: PathLike, flag: str = "--images") -> List[Path]:
 
 
 class ImageReader:
-    """Decodes image files in order; an unreadable one is skipped with a warning and kept in ``skipped``."""
+    """Decodes image files in order; an unreadable one is skipped with a warning and kept in ``skipped``.
+
+    A truncated JPEG (no end-of-image marker: libjpeg decodes the part before the cut and fills the rest with
+    grey) is still predicted, since a tool must answer for every image, but with a warning, and kept in
+    ``truncated`` so that the outputs can mark it.
+    """
 
     def __init__(self, paths: Sequence[Path]):
         self.paths = list(paths)
         self.skipped: List[Path] = []
+        self.truncated: List[Path] = []
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -198,11 +205,18 @@ class ImageReader:
         """(path, RGB image), or (path, None) for a file that could not be read."""
         for path in self.paths:
             try:
-                yield path, read_rgb(path)
+                image = read_rgb(path)
+                truncated = jpeg_file_is_truncated(path)
             except (UserError, OSError) as exc:
                 log.warning("skipping %s: %s", path, exc)
                 self.skipped.append(path)
                 yield path, None
+                continue
+            if truncated:
+                log.warning("%s: truncated JPEG (no end-of-image marker): predicted from the part before the cut "
+                            "(the rest decodes as grey) and marked as truncated", path)
+                self.truncated.append(path)
+            yield path, image
 
 
 # ------------------------------------------------------------------------------------------- prediction
@@ -417,6 +431,8 @@ class PredictSummary:
     images: int = 0
     predicted: int = 0
     skipped: List[str] = field(default_factory=list)
+    #: predicted, but from a truncated JPEG (marked in images.json and results.json)
+    truncated: List[str] = field(default_factory=list)
     detections: int = 0
     not_in_annotations: int = 0
     dropped_categories: int = 0
@@ -429,11 +445,19 @@ class PredictSummary:
             text += f", {self.detections} instances in {self.results}"
         if self.skipped:
             text += f"; {len(self.skipped)} unreadable image(s) skipped"
+        if self.truncated:
+            text += f"; {_truncated_note(self.truncated)}"
         if self.not_in_annotations:
             text += f"; {self.not_in_annotations} image(s) not in --annotations left out of the results"
         if self.dropped_categories:
             text += f"; {self.dropped_categories} instance(s) of categories --annotations lacks left out"
         return text
+
+
+def _truncated_note(paths: Sequence[PathLike]) -> str:
+    """The summary's words for images predicted from truncated JPEGs, naming the first few."""
+    names = ", ".join(Path(path).name for path in paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return f"{len(paths)} truncated JPEG(s) predicted from the part before the cut: {names}"
 
 
 def _output_files(task: str, paths: Sequence[Path], output: Path, with_results: bool) -> List[Path]:
@@ -478,7 +502,9 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     compressed RLE) and ``images.json`` (``{"images": [{id, file_name, height, width, path}], ...}``, the
     ids and mask grids of ``results.json``). Image ids are 1.. in file-name order, or with ``annotations``
     the ids of that COCO file, boxes and masks made straight on its image grids (the 512 x 512 resize file
-    included), so tools/evaluate.py takes the results as they are. ``scales``/``flip``: segmentation
+    included), so tools/evaluate.py takes the results as they are. Images predicted from a truncated JPEG are
+    marked: ``"truncated": true`` in their ``images.json`` record (and the file's ``truncated`` list),
+    ``"truncated_image": true`` on their detections in ``results.json``. ``scales``/``flip``: segmentation
     test-time augmentation. Existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
@@ -531,10 +557,17 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
             kept = [inst for inst in instances if inst.category_id in gt.category_ids]
             summary.dropped_categories += len(instances) - len(kept)
             instances = kept
-        results += to_coco_results(image_id, instances)
-        image_records.append({"id": image_id, "file_name": pred.path.name, "height": int(grid[0]),
-                              "width": int(grid[1]), "path": str(pred.path)})
+        record = {"id": image_id, "file_name": pred.path.name, "height": int(grid[0]), "width": int(grid[1]),
+                  "path": str(pred.path)}
+        detections = to_coco_results(image_id, instances)
+        if pred.path in reader.truncated:
+            # Marked where a reader of either file sees it; COCO tools ignore the extra key.
+            record["truncated"] = True
+            detections = [dict(det, truncated_image=True) for det in detections]
+        results += detections
+        image_records.append(record)
     summary.skipped = [str(p) for p in reader.skipped]
+    summary.truncated = [str(p) for p in reader.truncated]
     if summary.predicted == 0:
         raise UserError(f"--images {images}: none of the {len(paths)} image(s) could be read")
     if summary.not_in_annotations:
@@ -555,7 +588,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         if task == "segmentation":
             settings.update(scales=list(model.test_scales), flip=model.flip)
         atomic_write_json(output / IMAGES_NAME, dict(settings, annotations=None if gt is None else gt.path,
-                                                     images=image_records, skipped=summary.skipped), indent=2)
+                                                     images=image_records, skipped=summary.skipped,
+                                                     truncated=summary.truncated), indent=2)
         summary.files += [summary.results, str(output / IMAGES_NAME)]
     else:
         log.info("binary segmentation checkpoint: no category per pixel, so no %s", RESULTS_NAME)
@@ -584,6 +618,8 @@ class SubmissionResult:
     summary: object  # submission.SubmissionSummary
     missing: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
+    #: rows predicted from truncated JPEGs
+    truncated: List[str] = field(default_factory=list)
     violations: list = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -592,6 +628,8 @@ class SubmissionResult:
             text += f"; {len(self.missing)} ImageId(s) without an image file got '1 1' rows"
         if self.skipped:
             text += f"; {len(self.skipped)} unreadable image(s) got '1 1' rows"
+        if self.truncated:
+            text += f"; {_truncated_note(self.truncated)}"
         return text
 
 
@@ -606,7 +644,8 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
 
     Masks are made straight on the format's grid (512 x 512 for 2019) by the rule validation uses (module
     docstring), overlaps are resolved by score, and every sample ImageId gets a row (``1 1`` where nothing
-    was detected or the image was unreadable). Sample ImageIds without an image file are a UserError
+    was detected or the image was unreadable; a truncated JPEG is predicted from the part before the cut,
+    with a warning, and listed in the result's ``truncated``). Sample ImageIds without an image file are a UserError
     naming them, unless ``allow_missing`` (then ``1 1`` rows, with a warning). The written file is checked
     again with :func:`submission.check_submission`; violations (none expected) are returned.
     Segmentation checkpoints give one instance per class present (score 1.0); binary ones are refused.
@@ -658,7 +697,8 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
         log.warning("%d unreadable test image(s) got '1 1' rows: %s", len(reader.skipped),
                     ", ".join(p.name for p in reader.skipped[:5]))
     violations = check_submission(output, sample_csv=sample_csv, fmt=fmt, image_sizes=sizes)
-    return SubmissionResult(summary, missing, [str(p) for p in reader.skipped], violations)
+    return SubmissionResult(summary, missing, [str(p) for p in reader.skipped], [str(p) for p in reader.truncated],
+                            violations)
 
 
 __all__ = ["ImagePrediction", "ImageReader", "LoadedModel", "PredictSummary", "SubmissionResult", "find_images",

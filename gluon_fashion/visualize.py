@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import colorsys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -199,24 +199,71 @@ def render_dataset(data_root: Union[str, Path], split: str, num_images: int, out
         raise UserError(f"--split must be train or val, got {split!r}")
     if num_images < 1:
         raise UserError(f"-n must be at least 1, got {num_images}")
-    data_root, output = Path(data_root), Path(output)
-    dataset = read_coco_json(data_root / "annotations" / f"rle_instances_{split}.json",
-                             keys=("images", "annotations", "categories"), hint=converter_hint(data_root))
+    data_root = Path(data_root)
+    dataset = _read_split(data_root, split)
     images = list(dataset["images"])
     if seed is not None:
         order = np.random.default_rng(seed).permutation(len(images))
         images = [images[i] for i in order]
-    images = images[:num_images]
-    targets = [output / f"{Path(img['file_name']).stem}.png" for img in images]
+    return _render(data_root, [(split, dataset, img) for img in images[:num_images]], Path(output), overwrite,
+                   progress)
+
+
+#: An image to draw: (its split, that split's annotation file, the image's entry in it).
+_Pick = Tuple[str, Dict, Dict]
+
+
+def render_images(data_root: Union[str, Path], image_ids: Sequence[str], output: Union[str, Path],
+                  splits: Sequence[str] = ("val", "train"), overwrite: bool = False,
+                  progress: bool = True) -> List[Path]:
+    """Write ground-truth overlay PNGs (``<output>/<ImageId>.png``) for the named images, looked up in the
+    annotation files of ``splits`` in turn (the small val file first). An ImageId is accepted with or without
+    ``.jpg``. UserError naming every id found in none of them (the converter may have left it out: its
+    report says why). This is how to check the converter's repairs by eye, e.g. the swapped-size photos its
+    report lists.
+    """
+    wanted = list(dict.fromkeys(str(i).strip() for i in image_ids if str(i).strip()))
+    if not wanted:
+        raise UserError("--images: give at least one ImageId")
+    data_root = Path(data_root)
+    found: Dict[str, _Pick] = {}
+    for split in splits:
+        if len(found) == len(wanted):
+            break
+        dataset = _read_split(data_root, split)
+        by_name = {img["file_name"]: img for img in dataset["images"]}
+        for image_id in wanted:
+            img = by_name.get(image_id if image_id.lower().endswith(".jpg") else image_id + ".jpg")
+            if image_id not in found and img is not None:
+                found[image_id] = (split, dataset, img)
+    missing = [image_id for image_id in wanted if image_id not in found]
+    if missing:
+        files = " or ".join(f"rle_instances_{split}.json" for split in splits)
+        raise UserError(f"--images: not in {files}: {', '.join(missing)} (left out by the converter? "
+                        f"annotations/conversion_report.json lists every skipped row)")
+    return _render(data_root, [found[image_id] for image_id in wanted], Path(output), overwrite, progress)
+
+
+def _read_split(data_root: Path, split: str) -> Dict:
+    return read_coco_json(data_root / "annotations" / f"rle_instances_{split}.json",
+                          keys=("images", "annotations", "categories"), hint=converter_hint(data_root))
+
+
+def _render(data_root: Path, picks: List[_Pick], output: Path, overwrite: bool, progress: bool) -> List[Path]:
+    """Draw each (split, its annotation file, image entry) of ``picks`` to ``<output>/<stem>.png``."""
+    targets = [output / f"{Path(img['file_name']).stem}.png" for _, _, img in picks]
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} exists ({len(existing)} of the {len(targets)} outputs do); "
                         f"pass --overwrite to replace them")
-    by_image: Dict[int, List[Dict]] = {}
-    for ann in dataset["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    names = {int(c["id"]): c["name"] for c in dataset["categories"]}
-    for img, target in tqdm(list(zip(images, targets)), desc=f"rendering {split}", unit="image", disable=not progress):
+    annotations_by_split: Dict[str, Dict[int, List[Dict]]] = {}  # split -> image id -> its annotations
+    for (split, dataset, img), target in tqdm(list(zip(picks, targets)), desc="rendering", unit="image",
+                                              disable=not progress):
+        if split not in annotations_by_split:
+            by_image = annotations_by_split[split] = {}
+            for ann in dataset["annotations"]:
+                by_image.setdefault(ann["image_id"], []).append(ann)
+        names = {int(c["id"]): c["name"] for c in dataset["categories"]}
         path = data_root / split / img["file_name"]
         if not path.is_file():
             raise UserError(f"{path}: image listed in rle_instances_{split}.json not found")
@@ -224,5 +271,5 @@ def render_dataset(data_root: Union[str, Path], split: str, num_images: int, out
         if rgb.shape[:2] != (img["height"], img["width"]):
             raise UserError(f"{path}: image is {rgb.shape[0]}x{rgb.shape[1]} but the annotation file says "
                             f"{img['height']}x{img['width']}")
-        save_image(target, render_ground_truth(rgb, by_image.get(img["id"], []), names))
+        save_image(target, render_ground_truth(rgb, annotations_by_split[split].get(img["id"], []), names))
     return targets

@@ -21,7 +21,8 @@ from pycocotools.cocoeval import COCOeval
 
 from conftest import KaggleRow, csv_line, write_kaggle_dataset
 from gluon_fashion import labels, rle
-from gluon_fashion.convert import convert_imaterialist, split_images
+from gluon_fashion.convert import SWAPPED_SIZE_FIX, convert_imaterialist, split_images
+from gluon_fashion.images import image_size
 from gluon_fashion.errors import UserError
 from gluon_fashion.synthetic import make_sample_dataset
 
@@ -39,6 +40,14 @@ def run_cli(root: Path, *flags: str, hash_seed: str = "0") -> subprocess.Complet
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
     return subprocess.run([sys.executable, str(TOOL), "--data_root", str(root), "--no_progress", *flags],
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+def staging_leftovers(root: Path) -> List[str]:
+    """Hidden files and folders a conversion may have left beside its outputs (staging, old outputs, journal)."""
+    found = [p for p in root.iterdir() if p.name.startswith(".")]
+    if (root / "annotations").is_dir():
+        found += [p for p in (root / "annotations").iterdir() if p.name.startswith(".")]
+    return sorted(str(p.relative_to(root)) for p in found)
 
 
 def load_coco(path: Path) -> COCO:
@@ -100,8 +109,7 @@ def test_outputs_load_in_pycocotools_and_match_the_csv(kaggle_dataset):
     val_files = {img["file_name"] for img in val.dataset["images"]}
     assert not train_files & val_files
     assert train_files | val_files == set(expected)
-    assert len(val_files) == 1 == result.val_images  # 6 images: --val_num 2 is cut to 20%
-    assert result.val_note and "20%" in result.val_note
+    assert len(val_files) == 2 == result.val_images and result.val_note is None  # an explicit --val_num holds
 
     for coco in (train, val):
         assert [img["id"] for img in coco.dataset["images"]] == list(range(1, len(coco.dataset["images"]) + 1))
@@ -127,7 +135,7 @@ def test_outputs_load_in_pycocotools_and_match_the_csv(kaggle_dataset):
 
     for name in val_files:  # val images are hard links to the train files by default
         assert os.stat(root / "val" / name).st_ino == os.stat(root / "train" / name).st_ino
-    assert result.val_linked == 1 and result.val_copied == 0
+    assert result.val_linked == 2 and result.val_copied == 0
     assert source_hashes(root) == before
 
 
@@ -231,11 +239,14 @@ def test_bad_rows_are_skipped_and_reported_and_strict_stops(kaggle_dataset):
         convert(root, strict=True)
     assert not (root / "annotations").exists() or not any((root / "annotations").iterdir())
     assert not (root / "val").exists()
+    assert staging_leftovers(root) == []
 
     result = convert(root)
     report = json.loads((root / "annotations" / "conversion_report.json").read_text())
     assert {entry["line"]: entry["reason"] for entry in report["skipped"]} == expected
     assert all(entry["detail"] for entry in report["skipped"])
+    unreadable = next(entry["detail"] for entry in report["skipped"] if entry["reason"] == "unreadable_image")
+    assert unreadable.count("garbage.jpg") == 1 and str(root) not in unreadable, unreadable  # the path once
     assert report["skipped_rows"] == len(expected) == len(result.skipped)
     by_reason: Dict[str, int] = {}
     for reason in expected.values():
@@ -250,29 +261,182 @@ def test_bad_rows_are_skipped_and_reported_and_strict_stops(kaggle_dataset):
     assert source_hashes(root) == before
 
 
-def test_swapped_height_width_transposes_the_mask_onto_the_image(tmp_path):
-    root = tmp_path / "data"
+def swapped_rows_dataset(root: Path) -> tuple:
+    """A dataset with one extra row on the first (48 x 64) photo that states its size as 64 x 48: the mask
+    it encodes on that 64 x 48 grid and its line number."""
     rows = write_kaggle_dataset(root, num_images=3)
-    photo = rows[0]  # a 48 x 64 photo
+    photo = rows[0]
     assert (photo.height, photo.width) == (48, 64)
     on_csv_grid = np.zeros((64, 48), np.uint8)  # the CSV claims Height 64, Width 48
-    on_csv_grid[2:10, 30:45] = 1
+    on_csv_grid[2:10, 30:45] = 1  # an asymmetric shape: transposing and rotating give different masks
     on_csv_grid[40:44, 3:5] = 1
     append_lines(root, [csv_line("2019", photo.image_id, rle.mask_to_kaggle(on_csv_grid), 64, 48, "7")])
-    line = len(rows) + 2
+    return rows, on_csv_grid, len(rows) + 2
 
+
+def test_swapped_height_width_rotates_the_mask_onto_the_image(tmp_path):
+    root = tmp_path / "data"
+    rows, on_csv_grid, line = swapped_rows_dataset(root)
+    photo = rows[0]
     result = convert(root, val_num=0)
     train = load_coco(root / "annotations" / "rle_instances_train.json")
     image = next(img for img in train.dataset["images"] if img["file_name"] == photo.file_name)
     assert (image["height"], image["width"]) == (48, 64)
     repaired = train.imgToAnns[image["id"]][-1]
     mask = coco_mask.decode(repaired["segmentation"])
-    assert np.array_equal(mask, on_csv_grid.T)
-    assert repaired["bbox"] == reference_bbox(on_csv_grid.T) and repaired["area"] == int(on_csv_grid.sum())
+    # The original GluonCV iMaterialist converter's "transpose and vertical flip": a 90-degree rotation.
+    rotated = np.rot90(on_csv_grid)
+    assert np.array_equal(rotated, on_csv_grid.T[::-1, :]) and not np.array_equal(rotated, on_csv_grid.T)
+    assert np.array_equal(mask, rotated)
+    assert repaired["bbox"] == reference_bbox(rotated) and repaired["area"] == int(on_csv_grid.sum())
     assert result.swapped == [{"line": line, "image_id": photo.image_id, "csv_height": 64, "csv_width": 48,
-                               "file_height": 48, "file_width": 64, "fix": "mask transposed"}]
+                               "file_height": 48, "file_width": 64, "file_exif_orientation": None,
+                               "fix": SWAPPED_SIZE_FIX}]
+    assert "rotated" in SWAPPED_SIZE_FIX
     report = json.loads((root / "annotations" / "conversion_report.json").read_text())
     assert report["swapped_size"] == result.swapped and report["skipped"] == []
+    assert f"--images {photo.image_id}" in result.summary_table()
+
+
+def test_swapped_photo_is_drawn_by_id_with_visualize_dataset(tmp_path):
+    """The documented way to check the swapped-size repair by eye: the summary's visualize_dataset command."""
+    root = tmp_path / "data"
+    rows, on_csv_grid, _ = swapped_rows_dataset(root)
+    photo = rows[0]
+    convert(root, val_num=1, seed=next(seed for seed in range(50)
+                                       if photo.image_id not in split_images({r.image_id for r in rows}, 1, seed)))
+    out = tmp_path / "check"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "visualize_dataset.py"
+    stem = photo.image_id[:-len(".jpg")]
+    drawn = subprocess.run([sys.executable, str(tool), "--data_root", str(root), "--images", stem,
+                            "--output", str(out)], capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0, drawn.stderr  # found in train (looked up after val), id given without .jpg
+    overlay = cv2.imread(str(out / f"{stem}.png"))
+    assert overlay.shape[:2] == (48, 64)
+    original = cv2.imread(str(root / "train" / photo.file_name))
+    changed = np.any(overlay != original, axis=2)
+    assert changed[np.rot90(on_csv_grid).astype(bool)].mean() > 0.9  # the rotated mask is drawn
+    unknown = subprocess.run([sys.executable, str(tool), "--data_root", str(root), "--images", f"{stem},nope",
+                              "--output", str(tmp_path / "other")], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "nope" in unknown.stderr and "conversion_report.json" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------ duplicate rows
+
+def split_one_run(encoded: str) -> str:
+    """The same mask spelled differently: its first run of two or more pixels cut into two touching runs."""
+    values = [int(v) for v in encoded.split()]
+    i = next(k for k in range(0, len(values), 2) if values[k + 1] >= 2)
+    start, length = values[i], values[i + 1]
+    return " ".join(map(str, values[:i] + [start, 1, start + 1, length - 1] + values[i + 2:]))
+
+
+def test_duplicate_rows_are_kept_once_and_reported(kaggle_dataset):
+    root, fmt, rows = kaggle_dataset
+    original_lines = (root / "train.csv").read_text().splitlines(keepends=True)
+    first, second = rows[0], rows[1]
+    other_attributes = ",".join(map(str, [a for a in (5, 9) if a not in first.attributes][:1]))
+    second_other_category = (second.category + 1) % labels.NUM_CATEGORIES
+    appended = [
+        original_lines[1], original_lines[2], original_lines[3],  # three rows exactly as they are (line 2-4)
+        csv_line(fmt, first.image_id, split_one_run(rle.mask_to_kaggle(first.mask)), first.height, first.width,
+                 str(first.category), other_attributes),  # the same mask spelled differently, other attributes
+        csv_line(fmt, second.image_id, rle.mask_to_kaggle(second.mask), second.height, second.width,
+                 str(second_other_category)),  # the same mask as line 3, another category
+    ]
+    append_lines(root, appended)
+    n = len(rows) + 1  # last line of the original file
+    result = convert(root, val_num=0)
+
+    report = json.loads((root / "annotations" / "conversion_report.json").read_text())
+    duplicates = {entry["line"]: entry for entry in report["skipped"] if entry["reason"] == "duplicate_row"}
+    assert sorted(duplicates) == [n + 1, n + 2, n + 3, n + 4]
+    assert report["skipped_rows_by_reason"] == {"duplicate_row": 4} and len(result.skipped) == 4
+    for line, kept in [(n + 1, 2), (n + 2, 3), (n + 3, 4), (n + 4, 2)]:
+        assert f"as line {kept}, which is kept" in duplicates[line]["detail"]
+    assert "attributes" not in duplicates[n + 1]["detail"]
+    assert f"attributes {first.attributes}" in duplicates[n + 4]["detail"]  # the first row's are kept, said so
+
+    # Same mask, another category: both kept (nothing says which is right), listed together.
+    assert report["same_mask_different_categories"] == [
+        {"image_id": second.image_id, "lines": [3, n + 5], "category_ids": [second.category, second_other_category]}]
+    train = load_coco(root / "annotations" / "rle_instances_train.json")
+    assert len(train.dataset["annotations"]) == len(rows) + 1
+    kept_first = annotations_by_file(train)[first.file_name]
+    assert kept_first[0]["attribute_ids"] == first.attributes
+    summary = result.summary_table()
+    assert "skipped rows: 4" in summary and "duplicate_row" in summary
+    assert "masks given two or more categories (all kept, listed in the report): 1 masks, 2 rows" in summary
+
+    with pytest.raises(UserError, match=rf"line {n + 1}: duplicate_row: same image, category {first.category}"):
+        convert(root, val_num=0, strict=True, overwrite=True)
+
+
+# ----------------------------------------------------------------------------------- damaged photos
+
+def test_truncated_photo_is_reported_and_left_out(kaggle_dataset):
+    root, fmt, rows = kaggle_dataset
+    photo = rows[0]
+    path = root / "train" / photo.file_name
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 3])  # a download cut off at a third
+    assert image_size(path) == (photo.height, photo.width)  # the header alone still reads fine
+    photo_lines = [line for line, row in enumerate(rows, start=2) if row.image_id == photo.image_id]
+
+    result = convert(root, val_num=1)
+    report = json.loads((root / "annotations" / "conversion_report.json").read_text())
+    assert [entry["line"] for entry in report["skipped"]] == photo_lines
+    for entry in report["skipped"]:
+        assert entry["reason"] == "truncated_image" and entry["image_id"] == photo.image_id
+        assert entry["detail"].startswith(f"train/{photo.file_name} stops before the JPEG end-of-image marker")
+    assert report["images_without_valid_annotations"] == [photo.image_id]
+    files = {img["file_name"] for name in JSON_NAMES[:3]
+             for img in json.loads((root / "annotations" / name).read_text())["images"]}
+    assert photo.file_name not in files and not (root / "val" / photo.file_name).exists()
+    assert result.train_annotations + result.val_annotations == len(rows) - len(photo_lines)
+    assert "truncated_image" in result.summary_table()
+
+
+def test_verify_images_catches_damage_the_end_marker_misses(tmp_path):
+    root = tmp_path / "data"
+    rows = write_kaggle_dataset(root, num_images=4)
+    photo = rows[0]
+    path = root / "train" / photo.file_name
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] + b"\xff\xd9")  # cut, then "repaired" with an end marker
+
+    default = convert(root, val_num=0)
+    assert default.skipped == []  # the marker is there: the cheap check cannot tell
+    result = convert(root, val_num=0, verify_images=True, overwrite=True)
+    reasons = {(row.image_id, row.reason) for row in result.skipped}
+    assert reasons == {(photo.image_id, "corrupt_image")}
+    detail = result.skipped[0].detail
+    assert detail.startswith(f"train/{photo.file_name}: decoding at 1/8 scale, libjpeg reports: ") and "JPEG" in detail
+    report = json.loads((root / "annotations" / "conversion_report.json").read_text())
+    assert report["settings"]["verify_images"] is True
+    assert report["images_without_valid_annotations"] == [photo.image_id]
+
+
+# ------------------------------------------------------------------------------------------- val_num
+
+def test_explicit_val_num_is_honoured_and_must_leave_a_training_photo(tmp_path):
+    root = tmp_path / "data"
+    write_kaggle_dataset(root, num_images=10)
+    result = convert(root, val_num=6)
+    assert (result.val_images, result.train_images, result.val_note) == (6, 4, None)
+    report = json.loads((root / "annotations" / "conversion_report.json").read_text())
+    assert report["settings"]["val_num"] == 6 and report["splits"]["val"]["images"] == 6
+
+    before = output_bytes(root)
+    for too_many in (10, 11):
+        with pytest.raises(UserError, match=rf"--val_num {too_many} leaves no training photo: only 10 photos"):
+            convert(root, val_num=too_many, overwrite=True)
+    assert output_bytes(root) == before and staging_leftovers(root) == []
+
+    default = convert(root, val_num=None, overwrite=True)  # the default (1000) is cut to 20%, with a note
+    assert default.val_images == 2 and "20%" in default.val_note and "--val_num" in default.val_note
+    assert json.loads((root / "annotations" / "conversion_report.json").read_text())["settings"]["val_num"] is None
 
 
 # --------------------------------------------------------------------------------------- bad input
@@ -283,8 +447,11 @@ def test_bad_inputs_are_user_errors_naming_the_file(tmp_path):
     csv_text = (root / "train.csv").read_bytes()
     labels_text = (root / "label_descriptions.json").read_bytes()
 
-    with pytest.raises(UserError, match="nowhere"):
+    with pytest.raises(UserError, match="nowhere: no such folder"):
         convert(tmp_path / "nowhere")
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(UserError, match=r"a_file: is a file, not a folder \(expected the dataset folder"):
+        convert(tmp_path / "a_file")
     (root / "train.csv").write_text("ImageId,Height,Width\nx.jpg,1,1\n")
     with pytest.raises(UserError, match=r"train\.csv: missing column\(s\) EncodedPixels, ClassId"):
         convert(root)

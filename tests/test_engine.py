@@ -367,6 +367,33 @@ def test_read_checkpoint_meta_missing(tmp_path):
         read_checkpoint_meta(str(tmp_path / "run_0001.params"))
 
 
+def test_every_checkpoint_load_verifies_the_weights_and_names_mxnets_reason(tmp_path):
+    from gluon_fashion.engine.checkpoint import load_checkpoint_weights
+    from gluon_fashion.models.pretrained import load_state_matching
+
+    net, trainer = _tiny_net()
+    manager = CheckpointManager(str(tmp_path / "m"), META)
+    path = manager.save(net, trainer, epoch=0, iteration=1)
+    other, _ = _tiny_net(seed=3)
+    assert load_checkpoint_weights(other, path)["epoch"] == 0
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(other).values(), _weights(net).values()))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 3])  # cut short, as by a kill while saving or an interrupted copy
+    killed = r"m_0000\.params does not match its \.json \(sha1 differs\): the run was probably killed while saving"
+    with pytest.raises(UserError, match=killed):
+        load_checkpoint_weights(other, path)
+    with pytest.raises(UserError, match=killed):  # --pretrained-weights with a checkpoint of this project
+        load_state_matching(other, path, mx.cpu())
+    # A description without sha1s (an older checkpoint): MXNet's own reason, not its traceback header.
+    meta = json.loads(open(path[: -len(".params")] + ".json").read())
+    del meta["files"]
+    with pytest.raises(UserError) as error:
+        load_checkpoint_weights(other, path, meta=meta)
+    message = str(error.value)
+    assert message.startswith(f"cannot load weights {path} into tiny_mlp: ") and "Traceback" not in message
+    assert "Invalid NDArray file format" in message and "\n" not in message
+
+
 # ---------------------------------------------------------------- run logger
 def _event_tags(folder):
     """Scalar tags in TensorBoard event files (TFRecord framing: u64 length, u32 crc, data, u32 crc)."""

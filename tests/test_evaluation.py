@@ -406,3 +406,52 @@ def test_evaluate_cli_writes_json(scene, gt_path, tmp_path):
                           "--results", str(results)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "image_id 42" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Malformed results: one error line naming the entry (index and image_id), never a traceback or a score.
+
+def _bad_counts(result):
+    """The entry's RLE with counts of a 5 x 5 mask: they do not decode to its 48 x 64 size."""
+    return dict(result["segmentation"], counts=mask_to_coco(np.ones((5, 5), np.uint8))["counts"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: dict(r, bbox=[0, 0, -5, "a"]), r"bbox \[0, 0, -5, 'a'\] is not \[x, y, width, height\] of 4 finite"),
+    (lambda r: dict(r, bbox=[1, 2]), r"bbox \[1, 2\] is not \[x, y, width, height\]"),
+    (lambda r: dict(r, bbox=[1, 2, -3, 4]), r"bbox \[1, 2, -3, 4\] has a negative width or height"),
+    (lambda r: {k: v for k, v in r.items() if k != "bbox"}, r"lacks bbox"),
+    (lambda r: dict(r, score=float("nan")), r"score nan is not a finite number"),
+    (lambda r: dict(r, score="0.5"), r"score '0.5' is not a finite number"),
+    (lambda r: dict(r, segmentation=_bad_counts(r)), r"'counts' decode to 25 pixels, not the 3072 of its size"),
+    (lambda r: dict(r, segmentation=dict(r["segmentation"], counts="0a")), r"'counts'"),
+    (lambda r: dict(r, segmentation=dict(r["segmentation"], counts=[3000, -10, 82])), r"negative run length"),
+    (lambda r: dict(r, category_id=[0]), r"category_id \[0\] is not a ground-truth category"),
+])
+def test_malformed_results_name_the_entry(scene, gt_path, change, message):
+    good = _perfect(scene)
+    assert good[1]["image_id"] == 1
+    results = good[:1] + [change(good[1])] + good[2:]
+    with pytest.raises(UserError, match=r"^results: entry 1 \(image_id 1\): .*" + message):
+        evaluate_coco(gt_path, results)
+
+
+def test_kaggle_metric_checks_counts_but_needs_no_bbox(scene, gt_path):
+    good = _perfect(scene)
+    without_boxes = [{k: v for k, v in r.items() if k != "bbox"} for r in good]
+    assert kaggle_score(gt_path, without_boxes) == pytest.approx(1.0)
+    with pytest.raises(UserError, match=r"entry 0 \(image_id 1\): .*'counts' decode to 25 pixels"):
+        kaggle_score(gt_path, [dict(good[0], segmentation=_bad_counts(good[0]))])
+
+
+def test_evaluate_cli_malformed_entry_is_one_line(scene, gt_path, tmp_path):
+    results = tmp_path / "results.json"
+    entries = _perfect(scene)
+    entries[2] = dict(entries[2], bbox=[0, 0, -5, "a"])
+    results.write_text(json.dumps(entries))
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "evaluate.py"), "--annotations", str(gt_path),
+                           "--results", str(results)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {results}: entry 2 (image_id {entries[2]['image_id']}): bbox [0, 0, -5, 'a'] is not "
+        "[x, y, width, height] of 4 finite numbers"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,28 @@ def test_dataset_keeps_rle_and_subsets_categories(data_root):
 
     with pytest.raises(UserError, match="convert_imaterialist_to_coco"):
         FashionInstance(data_root / "annotations" / "missing.json", image_dir)
+
+
+def test_truncated_jpegs_are_left_out_of_every_epoch_with_a_warning(data_root, tmp_path, caplog):
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    ann_file, image_dir = split_files(root, "train")
+    intact = FashionInstance(ann_file, image_dir)
+    cut = Path(intact.image_path(1))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # libjpeg would decode the rest as grey
+    with caplog.at_level("WARNING", logger="gluon_fashion"):
+        dataset = FashionInstance(ann_file, image_dir)
+    assert len(dataset) == len(intact) - 1 and dataset.truncated_images == [str(cut)]
+    assert str(cut) not in [dataset.image_path(i) for i in range(len(dataset))]
+    assert [r["id"] for r in dataset.image_records] == [r["id"] for i, r in enumerate(intact.image_records) if i != 1]
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert f"1 of {len(intact)} image(s) are truncated JPEGs" in warning and "1 image(s) per epoch" in warning
+    assert cut.name in warning
+    # The dataset depends on the files alone, so a resumed run sees the same samples in the same order.
+    again = FashionInstance(ann_file, image_dir)
+    assert [again.image_path(i) for i in range(len(again))] == [dataset.image_path(i) for i in range(len(dataset))]
+    # Validation leaves it out as well (and scores against the ground truth of the images it keeps).
+    assert len(FashionInstance(ann_file, image_dir, skip_empty=False)) == len(intact) - 1
 
 
 def test_reduced_jpeg_decode_covers_the_requested_size(tmp_path):

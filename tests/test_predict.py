@@ -326,6 +326,84 @@ def test_missing_meta_exits_2_from_the_command_line(mask_rcnn_weights, sample_ro
     assert "Traceback" not in proc.stderr
 
 
+def _cut_to_a_third(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _truncated_copy(weights: str, folder: Path) -> Path:
+    """A copy of a checkpoint (.params and .json) whose weights file was cut to a third, as by a kill while saving."""
+    folder.mkdir()
+    base = weights[: -len(".params")]
+    for suffix in (".params", ".json"):
+        shutil.copy(base + suffix, folder / f"cut{suffix}")
+    _cut_to_a_third(folder / "cut.params")
+    return folder / "cut.params"
+
+
+def _says_killed_while_saving(err: str, weights: Path) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert f"{weights} does not match its .json (sha1 differs): the run was probably killed while saving" in err
+
+
+def test_truncated_mask_rcnn_weights_say_killed_while_saving(mask_rcnn_weights, sample_root, tmp_path, capsys):
+    weights = _truncated_copy(mask_rcnn_weights, tmp_path / "ckpt")
+    assert _tool_module("predict").main(["--weights", str(weights), "--images", str(sample_root / "val"),
+                                         "--output", str(tmp_path / "out")]) == 2
+    _says_killed_while_saving(capsys.readouterr().err, weights)
+    assert _tool_module("write_submission").main(
+        ["--weights", str(weights), "--test-root", str(sample_root / "test"), "--sample-csv",
+         str(sample_root / "sample_submission.csv"), "--output", str(tmp_path / "sub.csv")]) == 2
+    _says_killed_while_saving(capsys.readouterr().err, weights)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_truncated_segmentation_weights_say_killed_while_saving(segmentation_weights, sample_root, tmp_path,
+                                                                capsys):
+    weights = _truncated_copy(segmentation_weights, tmp_path / "ckpt")
+    eval_tool = _tool_module("eval_segmentation")
+    assert eval_tool.main(["--weights", str(weights), "--dataset-root", str(sample_root), "--ngpus", "0"]) == 2
+    _says_killed_while_saving(capsys.readouterr().err, weights)
+    assert eval_tool.main(["--weights", str(weights), "--images", str(sample_root / "test"), "--output",
+                           str(tmp_path / "out"), "--ngpus", "0"]) == 2
+    _says_killed_while_saving(capsys.readouterr().err, weights)
+    spec = importlib.util.spec_from_file_location("_train_segmentation", ROOT / "train_segmentation.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    assert trainer.main(["--eval", "--resume", str(weights), "--dataset-root", str(sample_root), "--ngpus", "0",
+                         "--model", "fcn", "--workers", "0"]) == 2
+    _says_killed_while_saving(capsys.readouterr().err, weights)
+
+
+def test_truncated_images_are_predicted_with_a_warning_and_marked(sample_root, mask_rcnn_weights, tmp_path, caplog):
+    test_root = tmp_path / "test"
+    shutil.copytree(sample_root / "test", test_root)
+    cut = sorted(test_root.glob("*.jpg"))[1]
+    _cut_to_a_third(cut)
+    summary = predict_to_folder(mask_rcnn_weights, test_root, tmp_path / "out", score_threshold=0.0, progress=False)
+    assert summary.predicted == 3 and summary.skipped == [] and summary.truncated == [str(cut)]
+    assert f"1 truncated JPEG(s) predicted from the part before the cut: {cut.name}" in str(summary)
+    assert any(f"{cut}: truncated JPEG" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    index = json.loads((tmp_path / "out" / "images.json").read_text())
+    assert index["truncated"] == [str(cut)]
+    assert [im["file_name"] for im in index["images"] if im.get("truncated")] == [cut.name]
+    cut_id = next(im["id"] for im in index["images"] if im.get("truncated"))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {r["image_id"] for r in results if r.get("truncated_image")} == {cut_id}
+    assert all(r.get("truncated_image") for r in results if r["image_id"] == cut_id)
+
+    caplog.clear()
+    sample = sample_root / "sample_submission.csv"
+    result = write_submission_from_checkpoint(mask_rcnn_weights, test_root, sample, tmp_path / "sub.csv",
+                                              score_threshold=0.0, progress=False)
+    assert result.violations == [] and result.truncated == [str(cut)]
+    assert f"1 truncated JPEG(s) predicted from the part before the cut: {cut.name}" in str(result)
+    assert any(f"{cut}: truncated JPEG" in r.getMessage() for r in caplog.records)
+    _, rows = _read_rows(tmp_path / "sub.csv")
+    assert cut.name in {row[0] for row in rows}  # the truncated image still has its row
+
+
 # ------------------------------------------------------------------------------------ submission tool
 def test_submission_cli_passes_the_checker_with_overlaps_resolved(cli_submission, sample_root, mask_rcnn_weights):
     out, proc = cli_submission

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -199,8 +200,23 @@ def test_dataset_errors_name_the_problem(tmp_path):
     mask = np.ones((5, 6), np.uint8)
     _write_coco(tmp_path / "e", "train", [{"id": 1, "file_name": "x.jpg", "height": 5, "width": 7}],
                 [_ann(4, 1, 0, mask)])
-    with pytest.raises(UserError, match=r"annotation 4: mask size \[5, 6\] differs"):
+    with pytest.raises(UserError, match=r"annotation 4 \(annotations\[0\]\): mask size \[5, 6\] differs"):
         SemanticSegmentation(tmp_path / "e", "train")
+
+
+def test_truncated_jpegs_are_left_out_of_every_epoch_with_a_warning(sample_root, tmp_path, caplog):
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    intact = SemanticSegmentation(root, "train")
+    cut = intact.records[2].path
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # libjpeg would decode the rest as grey
+    with caplog.at_level("WARNING", logger="gluon_fashion"):
+        dataset = SemanticSegmentation(root, "train")
+    assert len(dataset) == len(intact) - 1 and dataset.truncated_images == [str(cut)]
+    assert [r.image_id for r in dataset.records] == [r.image_id for i, r in enumerate(intact.records) if i != 2]
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert f"1 of {len(intact)} image(s) are truncated JPEGs" in warning and "1 image(s) per epoch" in warning
+    assert cut.name in warning
 
 
 # ----------------------------------------------------------------------------------------- transforms

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..images import read_rgb_at_least
 from ..labels import CATEGORY_NAMES, NUM_CATEGORIES
 from .coco_json import converter_hint, read_coco_json
+from .truncated import find_truncated_images
 
 TRAIN_ANNOTATIONS = "annotations/rle_instances_train.json"
 VAL_ANNOTATIONS = "annotations/rle_instances_val.json"
@@ -41,7 +42,7 @@ class FashionInstance(COCOInstance):
     ``label`` rows are ``x1, y1, x2, y2, contiguous class`` (boxes clipped to the image); the class index
     ``k`` stands for Kaggle category ``category_ids[k]``. ``category_ids`` selects and orders the trained
     categories (default: all 46); annotations of other categories are dropped, and with ``skip_empty``
-    so are images left without any. With a transform that has ``pick_size`` (the training transform) and
+    so are images left without any. Truncated JPEGs are left out with a warning (``truncated_images``). With a transform that has ``pick_size`` (the training transform) and
     ``reduced_decode``, a JPEG is decoded at the smallest 1/2^k scale that still covers the training size.
     """
 
@@ -57,6 +58,8 @@ class FashionInstance(COCOInstance):
         self.seed = int(seed)
         self.reduced_decode = bool(reduced_decode)
         self.image_records: List[Dict] = []
+        #: paths of the truncated JPEGs left out (see ``data.truncated``)
+        self.truncated_images: List[str] = []
         self._class_names = [CATEGORY_NAMES[i] if i < NUM_CATEGORIES else str(i) for i in ids]
         if not self.image_dir.is_dir():
             raise UserError(f"{self.image_dir}: image folder not found (images of {self.annotation_file})")
@@ -84,20 +87,28 @@ class FashionInstance(COCOInstance):
         return read_coco_json(self.annotation_file, hint=converter_hint(self.annotation_file.parent.parent))
 
     def _load_jsons(self):
-        """Four lists, as GluonCV's samplers expect: image paths, labels, RLE masks, aspect ratios."""
-        data = self._read_annotations()
+        """Four lists, as GluonCV's samplers expect: image paths, labels, RLE masks, aspect ratios.
+
+        Truncated JPEGs are left out (``data.truncated``; listed in ``truncated_images``)."""
+        data = self._read_annotations()  # checked: ids, sizes, boxes, and every annotation's image and category
         self.json_id_to_contiguous = {cid: k for k, cid in enumerate(self.category_ids)}
         self.contiguous_id_to_json = {k: cid for cid, k in self.json_id_to_contiguous.items()}
-        names = {c["id"]: c["name"] for c in data.get("categories", []) if "id" in c and "name" in c}
+        names = {c["id"]: c["name"] for c in data["categories"]}
         self._class_names = [names.get(cid, name) for cid, name in zip(self.category_ids, self._class_names)]
         by_image: Dict[int, List[Dict]] = {}
         for ann in data["annotations"]:
             by_image.setdefault(ann["image_id"], []).append(ann)
-        items, labels, segms, ratios = [], [], [], []
-        for entry in sorted(data["images"], key=lambda e: e["id"]):
-            path = self.image_dir / entry["file_name"]
+        entries = sorted(data["images"], key=lambda e: e["id"])
+        paths = [self.image_dir / entry["file_name"] for entry in entries]
+        for entry, path in zip(entries, paths):
             if not path.is_file():
                 raise UserError(f"{path}: image listed in {self.annotation_file} (id {entry['id']}) is missing")
+        truncated = set(find_truncated_images(paths, self.annotation_file))
+        self.truncated_images = [str(paths[i]) for i in sorted(truncated)]
+        items, labels, segms, ratios = [], [], [], []
+        for index, (entry, path) in enumerate(zip(entries, paths)):
+            if index in truncated:
+                continue
             label, segm = self._valid_objects(entry, by_image.get(entry["id"], []))
             if self._skip_empty and label is None:
                 continue
@@ -110,7 +121,8 @@ class FashionInstance(COCOInstance):
             self.image_records.append(entry)
         if not items:
             raise UserError(f"{self.annotation_file}: no image with an annotation of the selected categories "
-                            f"{list(self.category_ids)}")
+                            f"{list(self.category_ids)}"
+                            + (f" ({len(truncated)} truncated JPEG(s) left out)" if truncated else ""))
         return items, labels, segms, ratios
 
     def _valid_objects(self, entry: Dict, anns: List[Dict]):
@@ -126,9 +138,9 @@ class FashionInstance(COCOInstance):
             x2, y2 = min(max(0.0, x + max(0.0, w)), width), min(max(0.0, y + max(0.0, h)), height)
             if ann["area"] > self._min_object_area and x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) >= 4:
                 segm = ann["segmentation"]
-                if not isinstance(segm, dict) or list(segm.get("size", [])) != [height, width]:
-                    raise UserError(f"{self.annotation_file}: annotation {ann.get('id')} of image {entry['id']} "
-                                    f"needs an RLE mask of size {[height, width]}")
+                if not isinstance(segm, dict):  # the reader checked an RLE's size; polygons are not read here
+                    raise UserError(f"{self.annotation_file}: annotation {ann['id']} of image {entry['id']} "
+                                    "needs an RLE mask, not polygons")
                 boxes.append([x1, y1, x2, y2, label])
                 rles.append(segm)
         if not boxes:

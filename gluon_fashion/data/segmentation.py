@@ -17,6 +17,9 @@ Masks are never decoded as full-resolution dense arrays: the label map is sample
 encodings at the size the transform asks for (``rle.coco_to_runs`` + ``rle.resize_runs_to_mask``); at an
 image's own size the runs are painted straight into one label map.
 
+Truncated JPEGs (no end-of-image marker) are left out when the dataset is built, with a warning
+(``data.truncated``; their paths in ``truncated_images``).
+
 Filtering (``min_label_fraction`` > 0): images whose chosen categories cover less than that fraction of the
 image are dropped (the union of the instances, computed from the runs). The list of kept image ids is cached
 as JSON in ``$GLUON_FASHION_CACHE/semantic_filter/`` (default ``~/.cache/gluon_fashion/semantic_filter/``),
@@ -46,6 +49,7 @@ from ..images import read_rgb
 from ..labels import ClassSet
 from ..rle import coco_to_runs, resize_runs_to_mask
 from .coco_json import converter_hint, read_coco_json
+from .truncated import find_truncated_images
 
 log = logging.getLogger(__name__)
 
@@ -131,34 +135,19 @@ class ImageRecord:
 
 
 def _parse_records(data: Dict, ann_path: Path, image_dir: Path, class_set: ClassSet) -> List[ImageRecord]:
-    images = {}
-    for entry in data["images"]:
-        try:
-            images[int(entry["id"])] = (str(entry["file_name"]), int(entry["height"]), int(entry["width"]))
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{ann_path}: image entry {entry!r:.120} lacks id/file_name/height/width") from None
-    by_image: Dict[int, List[_Instance]] = {image_id: [] for image_id in images}
+    """Image records of a document checked by ``read_coco_json`` (ids, sizes, mask sizes, references)."""
+    by_image: Dict[int, List[_Instance]] = {entry["id"]: [] for entry in data["images"]}
     for ann in data["annotations"]:
-        try:
-            ann_id, image_id, category = int(ann["id"]), int(ann["image_id"]), int(ann["category_id"])
-            rle = ann["segmentation"]
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{ann_path}: annotation {ann!r:.120} lacks id/image_id/category_id/segmentation") from None
-        label = class_set.label_of(category)
+        label = class_set.label_of(ann["category_id"])
         if label == 0:
             continue
-        if image_id not in images:
-            raise UserError(f"{ann_path}: annotation {ann_id} refers to image_id {image_id}, which is not in 'images'")
-        if not isinstance(rle, dict) or "counts" not in rle or "size" not in rle:
-            raise UserError(f"{ann_path}: annotation {ann_id}: segmentation must be a COCO RLE "
+        if not isinstance(ann["segmentation"], dict):
+            raise UserError(f"{ann_path}: annotation {ann['id']}: segmentation must be a COCO RLE "
                             "{'size': [h, w], 'counts': ...} (polygons are not supported)")
-        _, height, width = images[image_id]
-        if [int(v) for v in rle["size"]] != [height, width]:
-            raise UserError(f"{ann_path}: annotation {ann_id}: mask size {rle['size']} differs from its image "
-                            f"size [{height}, {width}]")
-        by_image[image_id].append(_Instance(ann_id, label, rle))
-    return [ImageRecord(image_id, image_dir / name, h, w, tuple(by_image[image_id]))
-            for image_id, (name, h, w) in sorted(images.items())]
+        by_image[ann["image_id"]].append(_Instance(ann["id"], label, ann["segmentation"]))
+    return [ImageRecord(entry["id"], image_dir / entry["file_name"], entry["height"], entry["width"],
+                        tuple(by_image[entry["id"]]))
+            for entry in sorted(data["images"], key=lambda entry: entry["id"])]
 
 
 def cache_dir() -> Path:
@@ -209,7 +198,8 @@ class SemanticSegmentation:
 
     Works as an ``mx.gluon.data.Dataset`` (``len`` and indexing). ``transform`` receives
     ``(image_rgb uint8 H x W x 3, decode_label(h, w), rng)``; without one, items are
-    ``(image_rgb, label at the image's own size)``.
+    ``(image_rgb, label at the image's own size)``. ``check_files`` (default): refuse missing images and leave
+    out truncated JPEGs.
     """
 
     def __init__(self, root: str = "datasets/imaterialist", split: str = "train",
@@ -236,11 +226,19 @@ class SemanticSegmentation:
         if not records:
             raise UserError(f"{self.annotation_file}: no images left for the {split} split"
                             + (f" (after --min-label-fraction {min_label_fraction})" if min_label_fraction else ""))
+        #: paths of the truncated JPEGs left out (see ``data.truncated``)
+        self.truncated_images: List[str] = []
         if check_files:
             missing = [r.path for r in records if not r.path.is_file()]
             if missing:
                 raise UserError(f"{len(missing)} image(s) listed in {self.annotation_file} are missing from "
                                 f"{self.image_dir}, e.g. {missing[0].name}")
+            truncated = set(find_truncated_images([r.path for r in records], self.annotation_file))
+            self.truncated_images = [str(records[i].path) for i in sorted(truncated)]
+            records = [r for i, r in enumerate(records) if i not in truncated]
+            if not records:
+                raise UserError(f"{self.annotation_file}: no images left for the {split} split: every one is a "
+                                "truncated JPEG")
         self.records = records
 
     @property

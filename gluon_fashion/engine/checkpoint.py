@@ -40,7 +40,8 @@ from ..errors import UserError
 from ..fileio import atomic_save, atomic_write_json
 from .logger import jsonable
 
-__all__ = ["CheckpointManager", "checkpoint_base", "read_checkpoint_meta", "CHECKPOINT_FORMAT", "TASKS"]
+__all__ = ["CheckpointManager", "checkpoint_base", "load_checkpoint_weights", "mxnet_error_reason",
+           "read_checkpoint_meta", "verify_checkpoint", "CHECKPOINT_FORMAT", "TASKS"]
 
 CHECKPOINT_FORMAT = "gluon_fashion.checkpoint"
 FORMAT_VERSION = 1
@@ -97,8 +98,47 @@ def _verify(path: str, record: Optional[dict], checkpoint: str) -> None:
         raise UserError(f"checkpoint {checkpoint}: {path} is missing")
     if record and record.get("sha1") and _sha1(path) != record["sha1"]:
         raise UserError(f"checkpoint {checkpoint}: {path} does not match its .json (sha1 differs): the run was "
-                        "probably killed while this checkpoint was being replaced; resume from an "
-                        "epoch checkpoint (<prefix>_NNNN.params) instead")
+                        "probably killed while saving it (or the file was cut short when copied); use an "
+                        "intact checkpoint, such as an epoch checkpoint (<prefix>_NNNN.params), instead")
+
+
+def verify_checkpoint(params_path: str, meta: Optional[dict] = None) -> dict:
+    """The description of a checkpoint (``.params`` path, ``.json`` path or common base) whose weights file
+    exists and has the sha1 its ``.json`` records (``meta``: that description, if already read).
+
+    UserError otherwise, saying that a kill while saving (or a cut-short copy) is the likely cause.
+    Checkpoints written before sha1s were recorded are only checked for presence.
+    """
+    meta = read_checkpoint_meta(params_path) if meta is None else meta
+    _verify(checkpoint_base(params_path) + ".params", (meta.get("files") or {}).get("params"), params_path)
+    return meta
+
+
+def mxnet_error_reason(exc: Exception) -> str:
+    """The line of an MXNet error that says what failed (``Check failed: ... Invalid NDArray file format``):
+    MXNet's messages start with a traceback header and the C++ source location instead."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Traceback (most recent call last)", "File "))]
+    reason = reasons[-1] if reasons else type(exc).__name__
+    return reason[len("MXNetError: "):] if reason.startswith("MXNetError: ") else reason
+
+
+def load_checkpoint_weights(net, params_path: str, ctx=None, meta: Optional[dict] = None, **load_kwargs) -> dict:
+    """Verify a checkpoint (:func:`verify_checkpoint`) and load its weights into ``net``; returns its description.
+
+    The one way the trainers (``--resume``, ``--eval``) and every tool load a checkpoint's weights.
+    ``meta``: the description when the caller has read it already (to build the net; not read again, the
+    weights are still verified against it); ``load_kwargs`` go to ``net.load_parameters``
+    (``ignore_extra=True``, ...). UserError naming the file when it is incomplete, differs from its ``.json``,
+    or does not fit ``net`` (MXNet's reason, in one line).
+    """
+    meta = verify_checkpoint(params_path, meta)
+    path = checkpoint_base(params_path) + ".params"
+    try:
+        net.load_parameters(path, ctx=ctx, **load_kwargs)
+    except Exception as exc:  # MXNet raises AssertionError/MXNetError/ValueError on mismatches and bad files
+        raise UserError(f"cannot load weights {path} into {meta.get('model')}: {mxnet_error_reason(exc)}") from None
+    return meta
 
 
 def _is_intact(base: str) -> bool:
@@ -327,12 +367,7 @@ class CheckpointManager:
                                 f"({_short(meta.get(key))}) than this run ({_short(self.meta.get(key))})")
         files = meta.get("files") or {}
         params_path = base + ".params"
-        _verify(params_path, files.get("params"), resume_path)
-        try:
-            net.load_parameters(params_path, ctx=ctx)
-        except Exception as exc:  # MXNet raises AssertionError/MXNetError/ValueError on mismatches
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load weights {params_path} into {meta.get('model')}: {first_line}") from None
+        load_checkpoint_weights(net, params_path, ctx=ctx, meta=meta)
         if trainer is not None:
             states_path = base + ".states"
             if "states" in files:

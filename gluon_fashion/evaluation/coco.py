@@ -3,8 +3,9 @@
 The figures are exactly COCOeval's (default parameters: IoU .50:.05:.95, 101 recall points, maxDets 100);
 this module only adds input checks, quiet output, the zero-detection case and a per-class breakdown.
 For the ``segm`` run the results are loaded without their ``bbox`` so that pycocotools takes each
-detection's area from its mask (as for a mask-only results file); this only affects the small/medium/large
-split, never AP, AP50 or AP75.
+detection's area from its mask; this only affects the small/medium/large split, never AP, AP50 or AP75.
+Every detection is checked first (:func:`load_results`): pycocotools would crash on some malformed entries
+and silently score others (a NaN score, a negative box, RLE counts that do not cover the mask's size).
 """
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.coco_json import read_coco_json, read_coco_results
+from ..data.coco_json import is_finite_number, is_integer, read_coco_json, read_coco_results, rle_shape_problem
 from ..errors import UserError
+from ..rle import coco_counts
 
 IOU_TYPES = ("bbox", "segm")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -129,52 +130,77 @@ def load_results(results: Results, coco_gt: COCO, iou_types: Sequence[str] = IOU
                  source: str = "results", check_mask_size: bool = True) -> List[Dict]:
     """Read and check COCO results against ``coco_gt``; returns a deep copy (pycocotools mutates its input).
 
-    UserError when an entry lacks a key the IoU types need, or names an image or category the GT lacks,
-    or (with ``check_mask_size``) carries a mask whose size differs from its image's.
+    UserError naming the entry (its index in the results and its image_id), in one line, when it is not an
+    object; lacks a key the IoU types need (``bbox`` for box mAP, ``segmentation`` for mask mAP); has an
+    image_id or category_id that is not an integer of the ground truth; a score that is not a finite number;
+    a bbox that is not ``[x, y, width, height]`` of finite numbers with width and height >= 0; or a mask that
+    is not a compressed RLE whose counts decode to exactly its ``size`` (with ``check_mask_size``, also its
+    image's size).
     """
     if isinstance(results, (str, Path)):
         source = str(results)
         results = read_coco_results(results)
     elif not isinstance(results, list):
         raise UserError(f"{source}: results must be a JSON list of detections, got {type(results).__name__}")
-    needed = {"image_id", "category_id", "score"}
-    if "segm" in iou_types:
-        needed.add("segmentation")
+    needed = {"image_id", "category_id", "score"} | {_NEEDED_KEY[iou_type] for iou_type in iou_types}
     checked = []
     for i, det in enumerate(results):
         if not isinstance(det, dict):
-            raise UserError(f"{source}: entry {i} is not an object")
-        missing = needed - set(det)
-        if "bbox" in iou_types and "bbox" not in det and "segmentation" not in det:
-            missing.add("bbox")
-        if missing:
-            raise UserError(f"{source}: entry {i} lacks {', '.join(sorted(missing))}")
-        image = coco_gt.imgs.get(det["image_id"])
-        if image is None:
-            raise UserError(f"{source}: entry {i} has image_id {det['image_id']!r}, which is not in the ground truth")
-        if det["category_id"] not in coco_gt.cats:
-            raise UserError(f"{source}: entry {i} has category_id {det['category_id']!r}, "
-                            f"which is not a ground-truth category")
-        if not isinstance(det["score"], (int, float)) or isinstance(det["score"], bool):
-            raise UserError(f"{source}: entry {i} has score {det['score']!r}; expected a number")
-        det = copy.deepcopy(det)
-        if "segmentation" in det:
-            segm = det["segmentation"]
-            if not isinstance(segm, dict) or "size" not in segm or "counts" not in segm:
-                raise UserError(f"{source}: entry {i}: segmentation must be a compressed RLE {{'size', 'counts'}}")
-            if check_mask_size and list(segm["size"]) != [image["height"], image["width"]]:
-                raise UserError(f"{source}: entry {i}: mask size {list(segm['size'])} differs from image "
-                                f"{det['image_id']}'s size {[image['height'], image['width']]}")
-            if "bbox" not in det:
-                det["bbox"] = _rle_bbox(segm)
-        checked.append(det)
+            raise UserError(f"{source}: entry {i} is not an object: {det!r:.60}")
+        entry = f"entry {i} (image_id {det.get('image_id')!r:.40})"
+        problem = _detection_problem(det, needed, coco_gt, check_mask_size)
+        if problem:
+            raise UserError(f"{source}: {entry}: {problem}")
+        checked.append(copy.deepcopy(det))
     return checked
 
 
-def _rle_bbox(rle: Dict) -> List[float]:
-    counts = rle["counts"]
-    rle = {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return [float(v) for v in coco_mask.toBbox(rle)]
+#: The key each IoU type reads from a detection.
+_NEEDED_KEY = {"bbox": "bbox", "segm": "segmentation"}
+
+
+def _detection_problem(det: Dict, needed: set, coco_gt: COCO, check_mask_size: bool) -> Optional[str]:
+    """What is wrong with one detection (None when nothing is); see :func:`load_results`."""
+    missing = needed - set(det)
+    if missing:
+        return f"lacks {', '.join(sorted(missing))}"
+    image_id, category_id, score = det["image_id"], det["category_id"], det["score"]
+    if not is_integer(image_id) or image_id not in coco_gt.imgs:
+        return f"image_id {image_id!r:.40} is not in the ground truth"
+    if not is_integer(category_id) or category_id not in coco_gt.cats:
+        return f"category_id {category_id!r:.40} is not a ground-truth category"
+    if not is_finite_number(score):
+        return f"score {score!r:.40} is not a finite number"
+    if "bbox" in det:
+        box = det["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)):
+            return f"bbox {box!r:.60} is not [x, y, width, height] of 4 finite numbers"
+        if box[2] < 0 or box[3] < 0:
+            return f"bbox {box!r:.60} has a negative width or height"
+    if "segmentation" in det:
+        image = coco_gt.imgs[image_id]
+        return _mask_problem(det["segmentation"], (image["height"], image["width"]) if check_mask_size else None)
+    return None
+
+
+def _mask_problem(segm, image_size: Optional[Tuple[int, int]]) -> Optional[str]:
+    """Why ``segm`` is not a compressed RLE whose counts decode to its size (and ``image_size``, if given)."""
+    if not isinstance(segm, dict):
+        return f"segmentation must be a compressed RLE {{'size', 'counts'}}, got {segm!r:.60}"
+    problem = rle_shape_problem(segm, image_size)
+    if problem:
+        return problem
+    try:
+        counts = coco_counts(segm)
+    except (IndexError, ValueError, TypeError):  # a compressed string cut inside a count, or a non-integer
+        return "segmentation 'counts' is not a valid RLE"
+    height, width = segm["size"]
+    if counts.size and counts.min() < 0:
+        return "segmentation 'counts' holds a negative run length"
+    if int(counts.sum()) != height * width:
+        return (f"segmentation 'counts' decode to {int(counts.sum())} pixels, not the {height * width} of its "
+                f"size {[height, width]}")
+    return None
 
 
 def _results_coco(coco_gt: COCO, dets: List[Dict], iou_type: str) -> COCO:

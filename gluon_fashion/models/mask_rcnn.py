@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..compat import RpnBudgets, feature_strides, replace_fpn_roi_pooling, rpn_budgets, set_rpn_budgets
-from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
+from ..engine.checkpoint import load_checkpoint_weights, read_checkpoint_meta
 from ..errors import UserError
 from ..images import PathLike, read_rgb_at_least
 from ..labels import CATEGORY_NAMES, COCO_CLASS_FOR_CATEGORY, NUM_CATEGORIES
@@ -259,14 +259,7 @@ def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True
         raise UserError(f"{params_path} is a {meta.get('task')!r} checkpoint, not a Mask R-CNN one")
     limits = {k: v for k, v in (meta.get("build_kwargs") or {}).items() if k in LIMIT_KEYS}
     net = build_mask_rcnn(meta["model"], meta["classes"], pretrained=False, ctx=ctx, **limits)
-    params = checkpoint_base(params_path) + ".params"
-    if not Path(params).is_file():
-        raise UserError(f"checkpoint weights {params} not found")
-    try:
-        net.load_parameters(params, ctx=_contexts(ctx))
-    except Exception as exc:  # MXNet reports mismatches as AssertionError/MXNetError/ValueError
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot load {params} into {meta['model']}: {first}") from None
+    load_checkpoint_weights(net, params_path, ctx=_contexts(ctx), meta=meta)
     if hybridize:
         net.hybridize()
     return net, meta

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 import mxnet as mx
 
 from ..compat import load_param_data, model_store_sha1, params_by_structural_name
+from ..engine.checkpoint import checkpoint_base, mxnet_error_reason, verify_checkpoint
 from ..errors import UserError
 
 DEFAULT_ROOT = os.path.join("~", ".mxnet", "models")
@@ -131,10 +132,12 @@ def load_state_matching(net, params_file: str, ctx, log: Optional[Callable[[str]
     """
     if not os.path.isfile(params_file):
         raise UserError(f"weights file {params_file} does not exist")
+    if os.path.isfile(checkpoint_base(params_file) + ".json"):
+        verify_checkpoint(params_file)  # a checkpoint of this project: refuse a cut-off copy as every loader does
     try:
         loaded = {_strip_prefix(k): v for k, v in mx.nd.load(str(params_file)).items()}
     except (mx.base.MXNetError, AttributeError) as exc:
-        raise UserError(f"{params_file} is not an MXNet .params file: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{params_file} is not an MXNet .params file: {mxnet_error_reason(exc)}") from None
     structural = params_by_structural_name(net)
     prefixed = {param.name: param for param in net.collect_params().values()}
     params = structural if sum(k in loaded for k in structural) >= sum(k in loaded for k in prefixed) else prefixed

@@ -42,7 +42,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from ..compat import make_shape_free, resize_param_shape, set_syncbn_devices
-from ..engine.checkpoint import checkpoint_base, read_checkpoint_meta
+from ..engine.checkpoint import load_checkpoint_weights, read_checkpoint_meta
 from ..errors import UserError
 from ..labels import ClassSet
 from ..transforms.segmentation import normalize_image, resize_image, scaled_size
@@ -360,12 +360,7 @@ def load_segmentation_model(params_path: str, ctx) -> Tuple[nn.HybridBlock, Dict
     # GluonCV initialised its heads on the CPU, at ResNet-50 widths for the basic-block backbones: allocate
     # every tensor anew on the requested devices and at the built shapes, so that loading only copies.
     initialize_params(net.collect_params(), contexts)
-    path = checkpoint_base(params_path) + ".params"
-    try:
-        net.load_parameters(path, ctx=contexts, ignore_extra=True)
-    except Exception as exc:  # MXNet raises AssertionError/MXNetError on mismatches
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load {path} into {kwargs['model']}/{kwargs['backbone']}: {text}") from None
+    load_checkpoint_weights(net, params_path, ctx=contexts, meta=meta, ignore_extra=True)
     net.hybridize()
     return net, meta
 
