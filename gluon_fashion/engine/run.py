@@ -20,7 +20,7 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import mxnet as mx
 
@@ -132,11 +132,6 @@ class TrainingRun:
             self.logger.close()
             raise
 
-    def _recorded_stages(self) -> Optional[str]:
-        if not self.resume_path:
-            return None
-        return read_checkpoint_meta(self.resume_path).get("train_stages")
-
     def plot(self) -> None:
         """Redraw the run's PNG plots from its metrics (a warning, not a failure, when plotting fails)."""
         plot_metrics_or_warn(self.logger.metrics_path, self.prefix)
@@ -152,11 +147,13 @@ class TrainingRun:
         """Train (resuming if asked); returns the best metric, its epoch, the iteration count and the last
         validation's details."""
         args = self.args
+        # The checkpoint's description, read once: its stage plan and settings are checked before it is loaded.
+        resumed_meta = read_checkpoint_meta(self.resume_path) if self.resume_path else {}
         self.stages = StagePlan.from_flag(args.train_stages, args.epochs, self.trained_params,
-                                          recorded=self._recorded_stages())
+                                          recorded=resumed_meta.get("train_stages"))
         if self.stages:
             self.checkpoints.meta["train_stages"] = self.stages.spec
-        start_epoch, iteration, skip = self._start_position()
+        start_epoch, iteration, skip = self._start_position(resumed_meta)
         log.info("%s; %d iterations per epoch, %s%s", self.describe(), self.iters_per_epoch, self.schedule,
                  "; " + self.stages.describe() if self.stages else "")
         speed, self.last_validation = Throughput(), None
@@ -213,12 +210,12 @@ class TrainingRun:
         self.trainer.step(self.batch_size)
         return losses
 
-    def _start_position(self) -> tuple:
+    def _start_position(self, resumed_meta: Mapping) -> tuple:
         """(epoch, iteration, batches of that epoch already done): resumed, synchronised, ``--start-epoch``."""
         epoch, iteration, skip = 0, 0, 0
         self._resumed_losses = {"sums": {}, "count": 0}
         if self.resume_path:
-            self._check_resumable(read_checkpoint_meta(self.resume_path))
+            self._check_resumable(resumed_meta)
             state = self.checkpoints.restore(self.resume_path, self.net, self.trainer, ctx=self.contexts)
             epoch, iteration, skip = state["epoch"], state["iteration"], state["batch_in_epoch"]
             recorded = (state["meta"].get("extra") or {}).get("epoch_losses")
