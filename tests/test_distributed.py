@@ -199,8 +199,8 @@ def test_dist_sync_job_matches_single_machine_with_global_batch(tmp_path):
 
 def test_dead_worker_makes_the_other_stop_within_the_timeout(tmp_path):
     timeout = 4.0
-    # Rank 1 dies before pushing step 3's gradients; rank 0 finishes step 3 (its loss needs no peer) and
-    # stalls in step 4, whose forward pass waits for step 3's summed gradients.
+    # Rank 1 dies at the start of step 3. Its step-2 push is asynchronous, so it may or may not have reached
+    # the server: rank 0 stalls in step 3 (waiting for step 2's sum) or in step 4 (waiting for step 3's).
     code, text, _ = _run_job(tmp_path, "--die-rank", "1", "--die-at-step", "3", "--dist-timeout",
                                    str(timeout), kill_on_failure=False)
     exits = _exits(text)
@@ -210,7 +210,7 @@ def test_dead_worker_makes_the_other_stop_within_the_timeout(tmp_path):
     dead_at = next(s for c, s in exits.values() if c == 128 + signal.SIGKILL)
     stopped_at = next(s for c, s in exits.values() if c == WATCHDOG_EXIT_CODE)
     assert timeout - 1.5 <= stopped_at - dead_at <= timeout + 10, text
-    assert "ERROR   distributed training stalled: step 4 did not finish within 4 s" in text, text  # via RunLogger
+    assert re.search(r"ERROR   distributed training stalled: step [34] did not finish within 4 s", text), text
     assert not (tmp_path / "final_rank0.params").exists()
 
 
