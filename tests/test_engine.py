@@ -658,3 +658,16 @@ def test_training_run_releases_its_log_handlers_whatever_happens(tmp_path, fail_
         assert run.logger._metrics_file is None
     assert library_logger.handlers == before
     assert json.loads(Path(prefix + "_config.json").read_text())["fail_in"] == fail_in
+
+
+def test_a_new_best_is_logged_with_the_digits_that_tell_it_from_the_previous(tmp_path, caplog):
+    net, _ = _tiny_net()
+    manager = CheckpointManager(str(tmp_path / "m"), META, metric_name="segm_mAP")
+    with caplog.at_level("INFO", logger="gluon_fashion"):
+        assert manager.update_best(net, 0, 10, 0.00003)
+        assert manager.update_best(net, 1, 20, 0.00004)
+        assert not manager.update_best(net, 2, 30, 0.00004)  # a tie is no new best
+    lines = [r.getMessage() for r in caplog.records if "new best" in r.getMessage()]
+    assert len(lines) == 2
+    assert "segm_mAP 0.0000 at epoch 0 (previous none)" in lines[0]
+    assert "segm_mAP 4e-05 at epoch 1 (previous 3e-05)" in lines[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import mxnet as mx
@@ -238,3 +239,18 @@ def test_progress_bar_never_shows_a_stale_count_with_the_losses(data_root, tmp_p
     # A forced redraw after every step used to print "0/4 [..., loss=...]" four times: tqdm writes its
     # count back only on its own redraws.
     assert not [part for part in drawn if "loss=" in part and " 0/4 " in part]
+
+
+@pytest.mark.parametrize("task", sorted(TRAINERS))
+def test_each_epoch_summary_counts_the_truncated_photos_left_out(task, data_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    train_json = json.loads((root / "annotations" / "rle_instances_train.json").read_text())
+    photo = root / "train" / train_json["images"][0]["file_name"]
+    photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 3])
+    trainer = _trainer(task, _args(task, root, tmp_path / "run", "--epochs", "2", "--no-val"))
+    run_training(trainer)
+    summaries = [line for line in Path(trainer.prefix + "_train.log").read_text().splitlines()
+                 if " epoch 0: " in line or " epoch 1: " in line]
+    assert len(summaries) == 2, summaries
+    assert all(line.endswith("samples/s, 1 truncated image(s) left out") for line in summaries), summaries

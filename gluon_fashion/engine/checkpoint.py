@@ -33,7 +33,7 @@ import math
 import os
 import re
 import shutil
-from typing import Optional
+from typing import Optional, Tuple
 
 from .. import __version__
 from ..errors import UserError
@@ -150,6 +150,20 @@ def _is_intact(base: str) -> bool:
     except (UserError, KeyError, TypeError):
         return False
     return True
+
+
+def distinct_figures(value: float, previous: Optional[float], decimals: int = 4) -> Tuple[str, str]:
+    """``value`` and ``previous`` (None: "none") printed with ``decimals`` decimals, or with as many
+    significant digits as it takes to tell them apart: an improvement from 0.00003 to 0.00004 must not read
+    as a tie ("0.0000 (previous 0.0000)")."""
+    if previous is None:
+        return f"{value:.{decimals}f}", "none"
+    shown = (f"{value:.{decimals}f}", f"{previous:.{decimals}f}")
+    digits = 1
+    while shown[0] == shown[1] and digits <= 17:
+        shown = (f"{value:.{digits}g}", f"{previous:.{digits}g}")
+        digits += 1
+    return shown
 
 
 class CheckpointManager:
@@ -335,8 +349,9 @@ class CheckpointManager:
                  if latest and (latest["epoch"], latest["iteration"]) == (epoch, iteration)
                  and os.path.exists(latest["params"]) else None)
         self._write_set(self.prefix + "_best", net, None, doc, reuse=reuse)
-        log.info("new best %s %.4f at epoch %d (previous %s) -> %s", self.metric_name, metric, epoch,
-                 "none" if previous is None else f"{previous:.4f}", self.best_path)
+        shown, shown_previous = distinct_figures(metric, previous)
+        log.info("new best %s %s at epoch %d (previous %s) -> %s", self.metric_name, shown, epoch, shown_previous,
+                 self.best_path)
         return True
 
     def _epoch_checkpoints(self) -> list[tuple[int, str]]:

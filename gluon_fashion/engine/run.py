@@ -72,7 +72,8 @@ class TrainingRun:
     Set by ``__init__`` here: ``args``, ``dist``, ``contexts``. Set by the subclass before :meth:`open_run`:
     ``prefix`` (path prefix of the run's files), ``checkpoints`` (its CheckpointManager), ``resume_path``.
     Set by :meth:`build`: ``net``, ``trainer`` (gluon.Trainer), ``train_loader`` over ``batches`` (an
-    ``EpochTaggedBatches``), ``iters_per_epoch``, ``schedule`` (iteration -> learning rate), ``batch_size``
+    ``EpochTaggedBatches``) over ``trainset`` (whose ``truncated_images``, when it has them, each epoch's summary
+    counts), ``iters_per_epoch``, ``schedule`` (iteration -> learning rate), ``batch_size``
     (per worker), ``lr`` (base rate, for the log), ``trained_params`` (names of the parameters the default
     recipe trains; staged fine-tuning picks among them).
     """
@@ -192,7 +193,9 @@ class TrainingRun:
             skip = 0
             means = epoch_losses.means()
             self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
-            log.info("epoch %d: %s, %.2f samples/s", epoch, _format(means), speed.overall)
+            left_out = len(getattr(getattr(self, "trainset", None), "truncated_images", ()))
+            log.info("epoch %d: %s, %.2f samples/s%s", epoch, _format(means), speed.overall,
+                     f", {left_out} truncated image(s) left out" if left_out else "")
             self._end_epoch(epoch, iteration)
         if start_epoch >= args.epochs:
             log.info("nothing to train: the checkpoint already finished epoch %d of %d", start_epoch - 1, args.epochs)
