@@ -455,6 +455,33 @@ def test_sigkill_then_resume_continues_at_the_same_iteration(data_root, tmp_path
     assert os.path.exists(prefix + "_best.params")
 
 
+def test_ctrl_c_stops_training_within_seconds_and_leaves_the_last_checkpoint_loadable(data_root, tmp_path):
+    command = [sys.executable, str(ROOT / "train_mask_rcnn.py"), "--dataset-root", str(data_root),
+               "--save-prefix", f"{tmp_path}/", *SMALL, "--epochs", "50", "--lr", "0.01", "--save-iter-interval", "3",
+               "--val-interval", "50"]
+    prefix = str(tmp_path / RUN)
+    # SIG_DFL first: a shell that started the test suite in the background may have SIGINT ignored.
+    run = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, GLUON_FASHION_NO_PROGRESS="1"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while not os.path.exists(prefix + "_last.json"):
+        assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the next steps
+    run.send_signal(signal.SIGINT)
+    sent = time.time()
+    _, stderr = run.communicate(timeout=60)
+    stopped_after = time.time() - sent
+    # One training step of this configuration takes well under a second; 15 s leaves room for a loaded CI machine.
+    assert stopped_after < 15, f"still running {stopped_after:.1f} s after SIGINT"
+    assert run.returncode == 130, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode() and "interrupted" in stderr.decode()
+    net, meta = load_mask_rcnn(prefix + "_last.params", hybridize=False)  # sha1-verified load
+    assert meta["resume"]["iteration"] >= 3
+
+
 def test_two_cpu_contexts_share_each_batch(data_root, tmp_path):
     result = _run(data_root, tmp_path, "--epochs", "1", "--cpu-contexts", "2", "--batch-size", "2",
                   "--executor-threads", "2", "-j", "1", "--lr", "0.005", "--lr-warmup", "0", "--val-max-images", "1")

@@ -47,6 +47,11 @@ TASK = "mask_rcnn"
 #: Knobs that bound RPN/RoI counts (``None`` keeps the zoo model's value); recorded in checkpoints.
 LIMIT_KEYS = ("rpn_train_pre_nms", "rpn_train_post_nms", "rcnn_num_sample", "rpn_test_pre_nms",
               "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt", "rcnn_pos_ratio")
+#: The budgets of inference (validation, prediction, submissions, the server); flags of the same names.
+TEST_BUDGET_KEYS = ("rpn_test_pre_nms", "rpn_test_post_nms", "rcnn_max_dets")
+#: Test-time budgets where neither the flags nor the checkpoint give one, chosen by measurement
+#: (benchmarks/bench_inference.py, BENCHMARKS.md "Test-time budgets"); GluonCV's are 6000 / 1000 / 1000.
+DEFAULT_TEST_BUDGETS = {"rpn_test_pre_nms": 6000, "rpn_test_post_nms": 1000, "rcnn_max_dets": 1000}
 MASK_THRESHOLD = 0.5
 # The training-only target generator's box-encoder statistics sit in every net and checkpoint; inference never
 # uses them, and MXNet warns about it on the first forward of a hybridised net.
@@ -153,25 +158,39 @@ def apply_limits(net, rpn_train_pre_nms: Optional[int] = None, rpn_train_post_nm
             "max_num_gt": budgets.max_num_gt, "rcnn_pos_ratio": budgets.rcnn_max_pos / float(budgets.rcnn_num_sample)}
 
 
+#: Channels x bins of the smallest RoI output an FPN Mask R-CNN pools (256 x 7 x 7 for the box head): the most
+#: RoIs one pooling call may hold before the stray writes of MXNet's CPU ``ROIAlign`` (below) pass the anchor RoI.
+FPN_MAX_ROIS_PER_CALL = 256 * 7 * 7 - 1
+
+
 def _pyramid_roi_align(F, features, rpn_rois, roi_size, strides, min_stage: int, max_stage: int,
                        roi_canonical_scale: float = 224.0, sampling_ratio: int = 2, eps: float = 1e-6):
     """FPN RoIAlign as GluonCV's ``FasterRCNN._pyramid_roi_feats``, for CPU contexts
-    (installed by ``compat.replace_fpn_roi_pooling``).
+    (installed by ``compat.replace_fpn_roi_pooling``): each RoI is pooled once, at its own level.
 
-    GluonCV gives the RoIs of other levels batch index -1 so that ``ROIAlign`` skips them, but MXNet 1.9's
-    CPU ``ROIAlign`` then leaves their outputs uninitialised (garbage, NaN, 1e34, added in by the level
-    sum) and writes a stray 0 at flat output index i for each skipped RoI i, inside the first RoI's
-    features: FPN losses explode at the first iteration. Here every level pools every RoI (the kernel costs
-    the same per RoI either way on CPU) and a mask keeps each RoI's own level.
+    GluonCV gives the RoIs of other levels batch index -1 so that ``ROIAlign`` skips them, and on CPU that
+    skip saves the work (measured: a quarter of the RoIs valid takes 0.28x the time of all valid). But MXNet
+    1.9.1's CPU kernel then leaves the skipped RoIs' outputs uninitialised (garbage, NaN, 1e34) and writes a
+    stray 0 at flat output index i for each skipped RoI i, i.e. into the first RoIs' features. So each level's
+    call gets one always-valid anchor RoI in front, whose output absorbs the stray zeros (it holds
+    channels x bins values, more than the RoIs of any call: ``FPN_MAX_ROIS_PER_CALL``) and is dropped, and
+    ``where`` keeps only the RoIs of the level (NaN-safe, unlike a multiplication). The gradient is that of
+    pooling each RoI at its level (tests/test_fpn_pooling.py).
     """
     max_stage = max_stage - 1 if max_stage > 5 else max_stage  # P6 is for the RPN only
-    _, x1, y1, x2, y2 = F.split(rpn_rois, axis=-1, num_outputs=5)
+    batch_ids, x1, y1, x2, y2 = F.split(rpn_rois, axis=-1, num_outputs=5)
     scale = F.sqrt((x2 - x1 + 1) * (y2 - y1 + 1))
-    roi_level = F.squeeze(F.clip(F.floor(4 + F.log2(scale / roi_canonical_scale + eps)), min_stage, max_stage))
+    roi_level = F.clip(F.floor(4 + F.log2(scale / roi_canonical_scale + eps)), min_stage, max_stage)
+    anchor = F.zeros_like(F.slice_axis(rpn_rois, axis=0, begin=0, end=1))  # batch 0, box (0, 0, 0, 0)
+    skipped = F.ones_like(batch_ids) * -1
     pooled = []
     for i, level in enumerate(range(min_stage, max_stage + 1)):
-        feat = F.contrib.ROIAlign(features[i], rpn_rois, roi_size, 1.0 / strides[i], sample_ratio=sampling_ratio)
-        pooled.append(F.where(roi_level == level, feat, F.zeros_like(feat)))
+        at_level = roi_level == level
+        level_rois = F.concat(anchor, F.concat(F.where(at_level, batch_ids, skipped), x1, y1, x2, y2, dim=-1),
+                              dim=0)
+        feat = F.contrib.ROIAlign(features[i], level_rois, roi_size, 1.0 / strides[i], sample_ratio=sampling_ratio)
+        feat = F.slice_axis(feat, axis=0, begin=1, end=None)
+        pooled.append(F.where(F.squeeze(at_level, axis=-1), feat, F.zeros_like(feat)))
     return F.ElementWiseSum(*pooled)
 
 
@@ -214,6 +233,11 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
         raise UserError(f"cannot build {model_name}: {exc}") from None
     in_effect = apply_limits(net, **limits)
     if net.num_stages > 1 and any(c.device_type == "cpu" for c in contexts):
+        per_call = int(per_device_batch_size) * max(in_effect["rcnn_num_sample"], in_effect["rpn_test_post_nms"])
+        if per_call > FPN_MAX_ROIS_PER_CALL:
+            raise UserError(f"an FPN Mask R-CNN on CPU pools at most {FPN_MAX_ROIS_PER_CALL} RoIs per device at "
+                            f"once; {per_device_batch_size} image(s) per device x {per_call // per_device_batch_size} "
+                            "RoIs is more: lower --batch-size, --rcnn-num-sample or --rpn-test-post-nms")
         replace_fpn_roi_pooling(net, _pyramid_roi_align)
     initialize_params(net.collect_params(), contexts, force=False)
     reuse = None
@@ -252,12 +276,20 @@ def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, m
     return meta
 
 
-def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True) -> Tuple[mx.gluon.HybridBlock, Dict]:
-    """Network and checkpoint description from a checkpoint alone (``.params`` with its ``.json``)."""
+def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True,
+                   test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> Tuple[mx.gluon.HybridBlock, Dict]:
+    """Network and checkpoint description from a checkpoint alone (``.params`` with its ``.json``).
+
+    The test-time budgets are the checkpoint's; ``test_budgets`` overrides any of ``TEST_BUDGET_KEYS``
+    (None: keep)."""
     meta = read_checkpoint_meta(params_path)
     if meta.get("task") != TASK:
         raise UserError(f"{params_path} is a {meta.get('task')!r} checkpoint, not a Mask R-CNN one")
     limits = {k: v for k, v in (meta.get("build_kwargs") or {}).items() if k in LIMIT_KEYS}
+    unknown = set(test_budgets or {}) - set(TEST_BUDGET_KEYS)
+    if unknown:
+        raise TypeError(f"unknown test-time budgets {sorted(unknown)}; known: {TEST_BUDGET_KEYS}")
+    limits.update({k: int(v) for k, v in (test_budgets or {}).items() if v is not None})
     net = build_mask_rcnn(meta["model"], meta["classes"], pretrained=False, ctx=ctx, **limits)
     load_checkpoint_weights(net, params_path, ctx=_contexts(ctx), meta=meta)
     if hybridize:
