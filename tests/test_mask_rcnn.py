@@ -472,7 +472,14 @@ def test_ctrl_c_stops_training_within_seconds_and_leaves_the_last_checkpoint_loa
     time.sleep(1.0)  # inside the next steps
     run.send_signal(signal.SIGINT)
     sent = time.time()
-    _, stderr = run.communicate(timeout=60)
+    try:
+        _, stderr = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGUSR1)  # the trainer's faulthandler prints every thread's stack
+        time.sleep(2)
+        run.kill()
+        _, stderr = run.communicate()
+        raise AssertionError("still running 60 s after SIGINT; stacks:\n" + stderr.decode()[-6000:]) from None
     stopped_after = time.time() - sent
     # One training step of this configuration takes well under a second; 15 s leaves room for a loaded CI machine.
     assert stopped_after < 15, f"still running {stopped_after:.1f} s after SIGINT"

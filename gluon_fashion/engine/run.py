@@ -31,6 +31,7 @@ from .context import parse_gpus
 from .distributed import (MASTER_WORK_TIMEOUT_FACTOR, DistInfo, abandon_job, barrier, dump_final_parameters,
                           horovod_context, init_distributed, sync_parameters)
 from .flags import check_bounds, check_shared_flags, flag_name
+from .interrupt import StepBoundaryInterrupt
 from .logger import RunLogger
 from .plots import plot_metrics_or_warn
 from .progress import Throughput, check_finite, progress
@@ -64,6 +65,9 @@ class _Averages:
 
     def means(self) -> Dict[str, float]:
         return {name: total / max(self.count, 1) for name, total in self.sums.items()}
+
+    def clear(self) -> None:
+        self.sums, self.count = {}, 0
 
 
 class TrainingRun:
@@ -146,7 +150,11 @@ class TrainingRun:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Dict:
         """Train (resuming if asked); returns the best metric, its epoch, the iteration count and the last
-        validation's details."""
+        validation's details. Ctrl-C stops at the next step boundary (engine/interrupt.py)."""
+        with StepBoundaryInterrupt() as self.interrupt:
+            return self._fit()
+
+    def _fit(self) -> Dict:
         args = self.args
         # The checkpoint's description, read once: its stage plan and settings are checked before it is loaded.
         resumed_meta = read_checkpoint_meta(self.resume_path) if self.resume_path else {}
@@ -167,32 +175,15 @@ class TrainingRun:
             bar = progress(self.train_loader, total=self.iters_per_epoch - skip, desc=f"epoch {epoch}")
             speed.reset()
             for batch_in_epoch, batch in enumerate(bar, start=skip + 1):
-                lr = self.schedule(iteration) * self.stages.lr_factor(epoch)
-                with self.watchdog.guard(f"step {iteration}"):
-                    losses = self.step(batch, iteration, lr)
-                iteration += 1
-                speed.update(self.batch_size)
-                window.add(losses)
-                epoch_losses.add(losses)
-                # refresh=False: tqdm redraws on its own cadence, with its count; a forced redraw every step
-                # would show the count tqdm has not yet written back (0/N) and flood logs that are not a terminal.
-                bar.set_postfix(loss=f"{epoch_losses.means()['loss']:.3f}", lr=f"{lr:.2e}",
-                                samples_s=f"{speed.rate:.2f}", refresh=False)
-                if iteration % args.log_interval == 0:
-                    means, window = window.means(), _Averages()
-                    self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate,
-                                            **means)
-                    log.info("[epoch %d][batch %d/%d] lr %.2e, %.2f samples/s, %s", epoch, batch_in_epoch,
-                             self.iters_per_epoch, lr, speed.rate, _format(means))
-                if (args.save_iter_interval and iteration % args.save_iter_interval == 0
-                        and batch_in_epoch < self.iters_per_epoch and self.dist.is_master):
-                    self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=batch_in_epoch,
-                                          extra={"epoch_losses": {"sums": epoch_losses.sums,
-                                                                  "count": epoch_losses.count}})
+                with self.interrupt.deferred():
+                    iteration = self._iterate(epoch, batch_in_epoch, batch, iteration, speed, window, epoch_losses,
+                                              bar)
+                self.interrupt.check()
             bar.close()
             skip = 0
             means = epoch_losses.means()
-            self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
+            with self.interrupt.deferred():
+                self.logger.log_metrics(iteration, "train_epoch", epoch=epoch, samples_s=speed.overall, **means)
             left_out = len(getattr(getattr(self, "trainset", None), "truncated_images", ()))
             log.info("epoch %d: %s, %.2f samples/s%s", epoch, _format(means), speed.overall,
                      f", {left_out} truncated image(s) left out" if left_out else "")
@@ -203,6 +194,34 @@ class TrainingRun:
         dump_final_parameters(self.net, self.dist)
         return {"metric": self.checkpoints.metric_name, "best": self.checkpoints.best_metric,
                 "best_epoch": self.checkpoints.best_epoch, "iteration": iteration, "last": self.last_validation}
+
+    def _iterate(self, epoch: int, batch_in_epoch: int, batch, iteration: int, speed: Throughput,
+                 window: _Averages, epoch_losses: _Averages, bar) -> int:
+        """One step with its bookkeeping (losses, logs, mid-epoch save); returns the new iteration count."""
+        lr = self.schedule(iteration) * self.stages.lr_factor(epoch)
+        with self.watchdog.guard(f"step {iteration}"):
+            losses = self.step(batch, iteration, lr)
+        iteration += 1
+        speed.update(self.batch_size)
+        window.add(losses)
+        epoch_losses.add(losses)
+        # refresh=False: tqdm redraws on its own cadence, with its count; a forced redraw every step
+        # would show the count tqdm has not yet written back (0/N) and flood logs that are not a terminal.
+        bar.set_postfix(loss=f"{epoch_losses.means()['loss']:.3f}", lr=f"{lr:.2e}",
+                        samples_s=f"{speed.rate:.2f}", refresh=False)
+        if iteration % self.args.log_interval == 0:
+            means = window.means()
+            window.clear()
+            self.logger.log_metrics(iteration, "train_iter", epoch=epoch, lr=lr, samples_s=speed.rate,
+                                    **means)
+            log.info("[epoch %d][batch %d/%d] lr %.2e, %.2f samples/s, %s", epoch, batch_in_epoch,
+                     self.iters_per_epoch, lr, speed.rate, _format(means))
+        if (self.args.save_iter_interval and iteration % self.args.save_iter_interval == 0
+                and batch_in_epoch < self.iters_per_epoch and self.dist.is_master):
+            self.checkpoints.save(self.net, self.trainer, epoch, iteration, batch_in_epoch=batch_in_epoch,
+                                  extra={"epoch_losses": {"sums": epoch_losses.sums,
+                                                          "count": epoch_losses.count}})
+        return iteration
 
     def step(self, batch, iteration: int, lr: float) -> Dict[str, float]:
         """One optimizer update at learning rate ``lr``: the trainer's forward and backward, then the update;
@@ -268,16 +287,19 @@ class TrainingRun:
         barrier(self.dist, self.watchdog, f"end of epoch {epoch}")
         if self.dist.is_master:
             metric = None
-            if self._validation_due(epoch):
-                result = self.validate(epoch, iteration)
-                self.logger.log_metrics(iteration, "val", epoch=epoch, **result.scalars)
-                atomic_write_json(self.prefix + "_val_metrics.json",
-                                  dict(result.details, epoch=epoch, iteration=iteration), indent=2)
-                metric, self.last_validation = result.metric, result.details
-            self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
-            if metric is not None:
-                self.checkpoints.update_best(self.net, epoch, iteration, metric)
-            self.plot()
+            result = self.validate(epoch, iteration) if self._validation_due(epoch) else None
+            # Ctrl-C stops a validation at once (it may take minutes); the files after it are written whole.
+            with self.interrupt.deferred():
+                if result is not None:
+                    self.logger.log_metrics(iteration, "val", epoch=epoch, **result.scalars)
+                    atomic_write_json(self.prefix + "_val_metrics.json",
+                                      dict(result.details, epoch=epoch, iteration=iteration), indent=2)
+                    metric, self.last_validation = result.metric, result.details
+                self.checkpoints.save(self.net, self.trainer, epoch, iteration, metric=metric)
+                if metric is not None:
+                    self.checkpoints.update_best(self.net, epoch, iteration, metric)
+                self.plot()
+            self.interrupt.check()
         barrier(self.dist, self.watchdog, f"worker 0's validation and checkpoint after epoch {epoch}",
                 timeout_s=MASTER_WORK_TIMEOUT_FACTOR * self.args.dist_timeout)
 
