@@ -9,7 +9,7 @@ matter for the bundled sample dataset. :class:`ClassSet` is a choice of categori
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError
 
@@ -129,10 +129,17 @@ def short_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class ClassSet:
-    """Which Kaggle categories are labelled, and how: label ``k + 1`` for the k-th id, or 1 for all (binary)."""
+    """Which categories are labelled, and how: label ``k + 1`` for the k-th id, or 1 for all (binary).
+
+    ``names``: the name of every label value, background first (None: iMaterialist's category names), for
+    datasets that bring their own classes (a label-map folder's ``classes.json``); ``colors``: an RGB colour per
+    label value for overlays (None: the project's palette). Both are kept in checkpoint metadata.
+    """
 
     category_ids: Tuple[int, ...] = MAIN_APPAREL_IDS
     binary: bool = False
+    names: Optional[Tuple[str, ...]] = None
+    colors: Optional[Tuple[Tuple[int, int, int], ...]] = None
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +149,8 @@ class ClassSet:
     @property
     def class_names(self) -> List[str]:
         """Name of each label value: 'background' first."""
+        if self.names is not None:
+            return list(self.names)
         if self.binary:
             return ["background", "garment"]
         return ["background"] + [CATEGORY_NAMES[i] for i in self.category_ids]
@@ -156,12 +165,19 @@ class ClassSet:
 
     def to_dict(self) -> Dict:
         """JSON-ready description (stored in checkpoint metadata)."""
-        return {"category_ids": list(self.category_ids), "binary": self.binary, "names": self.class_names}
+        data = {"category_ids": list(self.category_ids), "binary": self.binary, "names": self.class_names}
+        if self.names is not None:
+            data["own_names"] = True
+        if self.colors is not None:
+            data["colors"] = [list(c) for c in self.colors]
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict) -> "ClassSet":
         """Inverse of ``to_dict``."""
-        return cls(tuple(int(i) for i in data["category_ids"]), bool(data.get("binary", False)))
+        names = tuple(data["names"]) if data.get("own_names") else None
+        colors = tuple(tuple(int(v) for v in c) for c in data["colors"]) if data.get("colors") else None
+        return cls(tuple(int(i) for i in data["category_ids"]), bool(data.get("binary", False)), names, colors)
 
 
 def parse_class_set(spec: str = "main", binary: bool = False) -> ClassSet:
@@ -188,3 +204,68 @@ def parse_class_set(spec: str = "main", binary: bool = False) -> ClassSet:
     if len(set(ids)) != len(ids):
         raise UserError(f"--classes {spec!r}: a category id is listed twice")
     return ClassSet(tuple(ids), binary)
+
+
+# ------------------------------------------------------------------------------ other datasets' classes
+#: ModaNet's 13 categories (ids 1-13), as in its ``modanet2018_instances_*.json``.
+MODANET_CATEGORIES: List[Dict] = [
+    {"id": i, "name": name, "supercategory": "fashion"}
+    for i, name in enumerate(["bag", "belt", "boots", "footwear", "outer", "dress", "sunglasses", "pants", "top",
+                              "shorts", "skirt", "headwear", "scarf/tie"], start=1)
+]
+
+#: DeepFashion2's 13 categories (ids 1-13), as the ``category_name`` of its per-image JSON items.
+DEEPFASHION2_CATEGORIES: List[Dict] = [
+    {"id": i, "name": name, "supercategory": "clothes"}
+    for i, name in enumerate(["short sleeve top", "long sleeve top", "short sleeve outwear", "long sleeve outwear",
+                              "vest", "sling", "shorts", "trousers", "skirt", "short sleeve dress",
+                              "long sleeve dress", "vest dress", "sling dress"], start=1)
+]
+
+
+def has_imaterialist_classes(categories: Sequence[Dict]) -> bool:
+    """Whether a dataset's ``categories`` are iMaterialist's (each id 0-45 with its iMaterialist name), so that
+    ``--classes main``/``all`` and the category ids keep their iMaterialist meaning."""
+    def same(entry: Dict) -> bool:
+        cid = entry.get("id")
+        return (isinstance(cid, int) and 0 <= cid < NUM_CATEGORIES
+                and str(entry.get("name", "")).strip().lower() == CATEGORY_NAMES[cid])
+    return bool(categories) and all(same(c) for c in categories)
+
+
+def class_table_for(categories: Sequence[Dict], spec: str = "all") -> List[Dict]:
+    """``[{"id", "name"}]`` of the classes ``--classes spec`` selects from a dataset's ``categories``.
+
+    iMaterialist's categories (:func:`has_imaterialist_classes`): as :func:`parse_class_set`. Any other dataset
+    (ModaNet, DeepFashion2, a user's own): 'all' and 'main' select every category of the data, in id order;
+    ids/ranges select those, each of which must be a category of the data. Names come from the data."""
+    names = {int(c["id"]): str(c["name"]) for c in categories}
+    if has_imaterialist_classes(categories):
+        ids = parse_class_set(spec).category_ids
+        return [{"id": i, "name": names.get(i, CATEGORY_NAMES[i])} for i in ids]
+    text = (spec or "all").strip().lower()
+    if text in ("all", "main"):
+        return [{"id": i, "name": names[i]} for i in sorted(names)]
+    ids: List[int] = []
+    for part in text.split(","):
+        bounds = part.strip().split("-")
+        if not part.strip() or len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+            raise UserError(f"--classes {spec!r}: {part!r} is not a category id or range (use e.g. '1,3-5' or 'all')")
+        ids.extend(range(int(bounds[0]), int(bounds[-1]) + 1))
+    unknown = [i for i in ids if i not in names]
+    if unknown:
+        raise UserError(f"--classes {spec!r}: category id {unknown[0]} is not in the data (its ids: "
+                        f"{', '.join(map(str, sorted(names)))})")
+    if not ids or len(set(ids)) != len(ids):
+        raise UserError(f"--classes {spec!r}: a category id is listed twice, or none is")
+    return [{"id": i, "name": names[i]} for i in ids]
+
+
+def class_set_for(categories: Sequence[Dict], spec: str = "main", binary: bool = False) -> ClassSet:
+    """The semantic ClassSet ``--classes spec`` selects from a dataset's ``categories`` (see :func:`class_table_for`);
+    on iMaterialist's categories exactly :func:`parse_class_set`'s."""
+    if has_imaterialist_classes(categories):
+        return parse_class_set(spec, binary)
+    table = class_table_for(categories, spec)
+    names = ("background", "garment") if binary else ("background",) + tuple(c["name"] for c in table)
+    return ClassSet(tuple(c["id"] for c in table), binary, names)

@@ -135,12 +135,15 @@ def _scale_overrides(task: str, short, max_size, base_size, crop_size, scales: O
 
 def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Optional[int] = None,
                max_size: Optional[int] = None, base_size: Optional[int] = None, crop_size: Optional[int] = None,
-               scales: Optional[Sequence[float]] = None, flip: bool = False) -> LoadedModel:
+               scales: Optional[Sequence[float]] = None, flip: bool = False,
+               test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> LoadedModel:
     """Rebuild the network of a checkpoint from the file alone, on ``contexts`` (default: CPU).
 
     The test-time scale is the checkpoint's (``image_scale``) unless overridden: ``short``/``max_size`` for
     Mask R-CNN, ``base_size`` (long side)/``crop_size`` (window) for segmentation, which also takes test-time
     augmentation (``scales`` of the base size, default (1.0,); ``flip``). Another task's flags are a UserError.
+    ``test_budgets``: Mask R-CNN proposal/detection budgets replacing the checkpoint's
+    (``models.mask_rcnn.TEST_BUDGET_KEYS``; None values keep the checkpoint's).
     """
     import mxnet as mx
 
@@ -149,10 +152,13 @@ def load_model(weights: PathLike, contexts: Optional[Sequence] = None, short: Op
     overrides = _scale_overrides(task, short, max_size, base_size, crop_size, scales, flip)
     contexts = list(contexts) if contexts else [mx.cpu()]
     params = checkpoint_base(str(weights)) + ".params"
+    if task != "mask_rcnn" and any(v is not None for v in (test_budgets or {}).values()):
+        flags = ", ".join("--" + k.replace("_", "-") for k, v in test_budgets.items() if v is not None)
+        raise UserError(f"{flags}: Mask R-CNN test-time budgets, and --weights {weights} is a {task} checkpoint")
     if task == "mask_rcnn":
         from .models.mask_rcnn import image_scale, load_mask_rcnn
 
-        net, meta = load_mask_rcnn(params, ctx=contexts)
+        net, meta = load_mask_rcnn(params, ctx=contexts, test_budgets=test_budgets)
         default_short, default_max = image_scale(meta)
         scale = {"short": overrides["short"] or default_short, "max_size": overrides["max_size"] or default_max}
         category_ids = tuple(int(c) for c in net.category_ids)
@@ -300,15 +306,27 @@ def semantic_instances(label_map: np.ndarray, category_ids: Sequence[int]) -> li
 
 def predict_images(model: LoadedModel, reader: ImageReader, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                    mask_threshold: float = DEFAULT_MASK_THRESHOLD, max_detections: int = DEFAULT_MAX_DETECTIONS,
-                   progress: bool = True, desc: str = "predicting") -> Iterator[ImagePrediction]:
+                   progress: bool = True, desc: str = "predicting", postprocess=None, tta=None,
+                   ensemble: Sequence[LoadedModel] = ()) -> Iterator[ImagePrediction]:
     """Predict every readable image of ``reader``, in order, with a tqdm bar over all of them.
 
     Mask R-CNN keeps detections scoring ``>= score_threshold`` (at most ``max_detections``), their masks
-    binarised at ``mask_threshold``; segmentation ignores both thresholds.
+    binarised at ``mask_threshold``; segmentation ignores both thresholds. Mask R-CNN only:
+    ``postprocess`` (``postprocess.PostprocessSettings``) replaces the three, ``tta`` (``postprocess.Tta``)
+    adds passes and ``ensemble`` more checkpoints (loaded models of one class set), merged as
+    ``gluon_fashion.postprocess`` describes.
     """
     _check_thresholds(score_threshold, mask_threshold)
     if max_detections < 1:
         raise UserError(f"--max-detections must be >= 1, got {max_detections}")
+    tuned = model.task == "mask_rcnn" and (postprocess is not None or bool(ensemble) or
+                                           (tta is not None and (tta.flip or bool(tta.scales))))
+    if tuned:
+        from .postprocess import PostprocessSettings, Tta
+
+        settings = postprocess or PostprocessSettings(score_threshold, mask_threshold, max_detections)
+        yield from _predict_tuned(model, list(ensemble), reader, settings, tta or Tta(), progress, desc)
+        return
     batch_size = len(model.contexts) if model.task == "mask_rcnn" else 1
     bar = progress_bar(total=len(reader), desc=desc, unit="img", disable=None if progress else True)
     try:
@@ -323,6 +341,22 @@ def predict_images(model: LoadedModel, reader: ImageReader, score_threshold: flo
                 pending = []
         if pending:
             yield from _predict_pending(model, pending, score_threshold, mask_threshold, max_detections, bar)
+    finally:
+        bar.close()
+
+
+def _predict_tuned(model: LoadedModel, ensemble: List[LoadedModel], reader: ImageReader, settings, tta, progress: bool,
+                   desc: str) -> Iterator[ImagePrediction]:
+    """predict_images through ``postprocess``: every pass of every checkpoint merged, then ``settings``."""
+    from .postprocess import apply_postprocess, iter_detections
+
+    def on_any_grid(det) -> Callable[[Grid], list]:
+        return lambda size: apply_postprocess(det, settings, size)
+
+    bar = progress_bar(total=len(reader), desc=desc, unit="img", disable=None if progress else True)
+    try:
+        for path, image, det in iter_detections([model] + ensemble, reader, tta, bar):
+            yield ImagePrediction(path, image, on_any_grid(det))
     finally:
         bar.close()
 
@@ -375,6 +409,56 @@ def render_instances(image: np.ndarray, instances: Sequence, class_names: Sequen
     boxes = np.array([inst.box for inst in instances], dtype=np.float64).reshape(-1, 4)
     return overlay_instances(image, _LazyMasks(instances), boxes, [inst.category_id for inst in instances],
                              [inst.score for inst in instances], class_names=class_names, alpha=alpha)
+
+
+# ------------------------------------------------------------------- ensembles, TTA and tuned settings
+def _weights_list(weights: Union[PathLike, Sequence[PathLike]]) -> List[str]:
+    """One checkpoint or several (an ensemble), as a list of paths."""
+    if isinstance(weights, (str, Path)):
+        return [str(weights)]
+    listed = [str(w) for w in weights]
+    if not listed:
+        raise UserError("--weights: give at least one checkpoint")
+    return listed
+
+
+@dataclass
+class _Inference:
+    """What the tools predict with: the first checkpoint, the rest of the ensemble and the tuned file."""
+
+    model: LoadedModel
+    ensemble: List[LoadedModel]
+    tta: object  # postprocess.Tta
+    postprocess: object = None  # postprocess.PostprocessFile
+
+    @property
+    def settings(self):
+        return None if self.postprocess is None else self.postprocess.settings
+
+
+def _check_inference(weights: List[str], postprocess: Optional[PathLike], tta) -> Tuple[Dict, object, object]:
+    """(first checkpoint's meta, Tta, PostprocessFile or None), refusing what cannot be combined, before any
+    network is built."""
+    from .postprocess import Tta, check_ensemble, read_postprocess, warn_if_tuned_elsewhere
+
+    tta = tta or Tta()
+    metas = [(w, read_meta(w)) for w in weights]
+    check_ensemble(metas, tta)
+    record = None
+    if postprocess is not None:
+        if metas[0][1]["task"] != "mask_rcnn":
+            raise UserError(f"--postprocess {postprocess}: tuned settings are for Mask R-CNN checkpoints, and "
+                            f"--weights {weights[0]} is a {metas[0][1]['task']} one")
+        record = read_postprocess(postprocess)
+        warn_if_tuned_elsewhere(record, weights, tta)
+    return metas[0][1], tta, record
+
+
+def _load_inference(weights: List[str], contexts, tta, record, test_budgets=None, **scale) -> _Inference:
+    model = load_model(weights[0], contexts, test_budgets=test_budgets, **scale)
+    ensemble = [load_model(w, contexts, short=scale.get("short"), max_size=scale.get("max_size"),
+                           test_budgets=test_budgets) for w in weights[1:]]
+    return _Inference(model, ensemble, tta, record)
 
 
 # ------------------------------------------------------------------------------------- tools/predict.py
@@ -477,9 +561,10 @@ def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alph
     written = []
     if pred.label_map is not None:
         labels_png = output / f"{pred.path.stem}_labels.png"
-        save_image(labels_png, colorize_labels(pred.label_map, model.num_labels))
+        colors = (model.meta.get("classes") or {}).get("colors")  # a label-map folder's own (labels.ClassSet)
+        save_image(labels_png, colorize_labels(pred.label_map, model.num_labels, colors))
         written.append(str(labels_png))
-        overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha)
+        overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha, colors)
     else:
         overlay = render_instances(pred.image, pred.instances, model.class_names, alpha)
     overlay_png = output / f"{pred.path.stem}_overlay.png"
@@ -493,9 +578,11 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
                       annotations: Optional[PathLike] = None, short: Optional[int] = None,
                       max_size: Optional[int] = None, base_size: Optional[int] = None,
                       crop_size: Optional[int] = None, scales: Optional[Sequence[float]] = None, flip: bool = False,
-                      alpha: float = 0.5, overwrite: bool = False, progress: bool = True) -> PredictSummary:
+                      alpha: float = 0.5, overwrite: bool = False, progress: bool = True,
+                      postprocess: Optional[PathLike] = None, tta=None,
+                      test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> PredictSummary:
     """What tools/predict.py (and tools/eval_segmentation.py --images) does: predict ``images`` (a file or
-    folder) with a checkpoint and write to ``output``.
+    folder) with a checkpoint (or, Mask R-CNN, several: an ensemble) and write to ``output``.
 
     Per image ``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``, colour-coded labels, with
     ``classes.json`` as legend). When the model gives instances: ``results.json`` (COCO results, masks as
@@ -505,9 +592,12 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     included), so tools/evaluate.py takes the results as they are. Images predicted from a truncated JPEG are
     marked: ``"truncated": true`` in their ``images.json`` record (and the file's ``truncated`` list),
     ``"truncated_image": true`` on their detections in ``results.json``. ``scales``/``flip``: segmentation
-    test-time augmentation. Existing outputs are refused unless ``overwrite``.
+    test-time augmentation. Mask R-CNN: ``postprocess`` (a file of tools/tune_postprocess.py) replaces the
+    three thresholds, ``tta`` (``postprocess.Tta``) adds passes, ``test_budgets`` replace the checkpoints'
+    (:func:`load_model`). Existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
+    weights_list = _weights_list(weights)
     paths = find_images(images)
     stems: Dict[str, Path] = {}
     for path in paths:
@@ -515,7 +605,7 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
             raise UserError(f"--images: {stems[path.stem].name} and {path.name} would write the same outputs "
                             f"({path.stem}_*.png); rename one")
         stems[path.stem] = path
-    meta = read_meta(weights)
+    meta, tta, tuned_file = _check_inference(weights_list, postprocess, tta)
     task = meta["task"]
     _scale_overrides(task, short, max_size, base_size, crop_size, scales, flip)
     _check_thresholds(score_threshold, mask_threshold)
@@ -530,8 +620,9 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     gt = _read_ground_truth(annotations) if annotations else None
     if gt is not None:
         _check_image_sizes(paths, gt)
-    model = load_model(weights, contexts, short=short, max_size=max_size, base_size=base_size, crop_size=crop_size,
-                       scales=scales, flip=flip)
+    inference = _load_inference(weights_list, contexts, tta, tuned_file, test_budgets, short=short, max_size=max_size,
+                                base_size=base_size, crop_size=crop_size, scales=scales, flip=flip)
+    model = inference.model
     output.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(str(output), task, images=len(paths))
     ids = {path: index + 1 for index, path in enumerate(paths)}
@@ -540,7 +631,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     reader = ImageReader(paths)
     from .models.mask_rcnn import to_coco_results
 
-    for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=progress):
+    for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=progress,
+                               postprocess=inference.settings, tta=inference.tta, ensemble=inference.ensemble):
         summary.predicted += 1
         summary.files += _save_pictures(pred, model, output, alpha)
         if not model.gives_instances:
@@ -583,8 +675,11 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         summary.detections = len(results)
         summary.results = str(output / RESULTS_NAME)
         atomic_write_json(output / RESULTS_NAME, results)
-        settings = {"weights": str(weights), "task": task, "scale": model.scale, "score_threshold": score_threshold,
-                    "mask_threshold": mask_threshold}
+        settings = {"weights": weights_list[0] if len(weights_list) == 1 else weights_list, "task": task,
+                    "scale": model.scale, "score_threshold": score_threshold, "mask_threshold": mask_threshold}
+        if task == "mask_rcnn":
+            settings.update(tta=inference.tta.as_dict(), postprocess=None if tuned_file is None else {
+                "file": str(postprocess), "settings": tuned_file.settings.as_dict()})
         if task == "segmentation":
             settings.update(scales=list(model.test_scales), flip=model.flip)
         atomic_write_json(output / IMAGES_NAME, dict(settings, annotations=None if gt is None else gt.path,
@@ -638,7 +733,9 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                      score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                                      mask_threshold: float = DEFAULT_MASK_THRESHOLD,
                                      max_detections: int = DEFAULT_MAX_DETECTIONS, allow_missing: bool = False,
-                                     overwrite: bool = False, progress: bool = True) -> SubmissionResult:
+                                     overwrite: bool = False, progress: bool = True,
+                                     postprocess: Optional[PathLike] = None, tta=None,
+                                     test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> SubmissionResult:
     """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
     checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
 
@@ -649,6 +746,9 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     naming them, unless ``allow_missing`` (then ``1 1`` rows, with a warning). The written file is checked
     again with :func:`submission.check_submission`; violations (none expected) are returned.
     Segmentation checkpoints give one instance per class present (score 1.0); binary ones are refused.
+    Mask R-CNN: ``weights`` may list several checkpoints (an ensemble of one class set), ``tta``
+    (``postprocess.Tta``) adds passes, ``postprocess`` (tools/tune_postprocess.py's file) replaces the
+    three thresholds (``gluon_fashion.postprocess``); ``test_budgets`` replace the checkpoints' (:func:`load_model`).
     """
     from .submission import FORMATS, check_submission, read_sample_ids, submission_size, write_submission
 
@@ -658,7 +758,8 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     output, test_root = Path(output), Path(test_root)
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; pass --overwrite to replace it")
-    meta = read_meta(weights)
+    weights_list = _weights_list(weights)
+    meta, tta, record = _check_inference(weights_list, postprocess, tta)
     if meta["task"] == "segmentation" and (meta.get("classes") or {}).get("binary"):
         raise UserError(f"--weights {weights}: a binary (garment/background) segmentation checkpoint predicts no "
                         "category, so it cannot write a submission")
@@ -674,8 +775,9 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                             "write '1 1' rows for them")
         log.warning("%d of the %d sample ImageIds have no image in %s (%s): writing '1 1' rows for them",
                     len(missing), len(sample), test_root, listed)
-    model = load_model(weights, contexts)
-    log.info("%s checkpoint %s at %s", model.task, weights,
+    inference = _load_inference(weights_list, contexts, tta, record, test_budgets)
+    model = inference.model
+    log.info("%s checkpoint %s at %s", model.task, ", ".join(weights_list),
              ", ".join(f"{k} {v}" for k, v in model.scale.items()))
     reader = ImageReader(list(found.values()))
     image_id_of = {path: image_id for image_id, path in found.items()}
@@ -685,13 +787,16 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
         from .submission import Instance
 
         # write_submission shows the progress bar; this generator feeds it one image at a time.
-        for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=False):
+        for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=False,
+                                   postprocess=inference.settings, tta=inference.tta, ensemble=inference.ensemble):
             size = pred.image.shape[:2]
             sizes[image_id_of[pred.path]] = size
             yield image_id_of[pred.path], [Instance(inst.category_id, inst.score, inst.rle)
                                            for inst in pred.instances_at(submission_size(fmt, *size))]
 
-    summary = write_submission(predictions(), sample_csv, output, fmt=fmt, score_threshold=score_threshold,
+    # Tuned settings (per-category thresholds included) were applied to the instances already.
+    summary = write_submission(predictions(), sample_csv, output, fmt=fmt,
+                               score_threshold=score_threshold if record is None else 0.0,
                                mask_threshold=mask_threshold, overwrite=overwrite, progress=progress)
     if reader.skipped:
         log.warning("%d unreadable test image(s) got '1 1' rows: %s", len(reader.skipped),

@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .fileio import PathLike, atomic_open, atomic_write_bytes, atomic_write_json
-from .labels import CATEGORY_NAMES, MAIN_APPAREL_IDS, label_descriptions, short_name, class_id_string
-from .rle import mask_to_runs, runs_to_kaggle
+from .labels import (CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES, class_id_string,
+                     label_descriptions, short_name)
+from .rle import mask_to_coco, mask_to_runs, runs_to_kaggle
 
 SHIRT, TOP, SWEATER, CARDIGAN, JACKET, VEST, PANTS, SHORTS, SKIRT, COAT, DRESS, JUMPSUIT, CAPE = range(13)
 GLASSES, HAT, BELT, SHOE, BAG, SLEEVE, NECKLINE = 13, 14, 19, 23, 24, 31, 33
@@ -869,3 +870,284 @@ def make_sample_dataset(out_dir: PathLike, num_train: int = DEFAULT_NUM_TRAIN, n
     return SampleSummary(out_dir=out, fmt=fmt, num_train=num_train, num_test=num_test,
                          num_grayscale=len(grayscale), num_instances=len(rows),
                          category_counts=dict(sorted(counts.items())), seconds=time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------- the other datasets' formats
+# The same synthetic figures written in the formats of Fashionpedia, ModaNet, DeepFashion2 and a label-map
+# folder, so that every converter and reader runs on its own format without a download. These layouts have
+# annotated train and val images (``num_train``, ``num_val``) and no test images.
+
+#: Formats written by :func:`make_format_sample`, beside the two Kaggle layouts of :data:`FORMATS`.
+OTHER_FORMATS = ("fashionpedia", "modanet", "deepfashion2", "labelmap")
+DEFAULT_NUM_VAL = 20
+
+#: Synthetic (iMaterialist) category -> ModaNet category id (labels.MODANET_CATEGORIES). Jumpsuits, capes and
+#: the garment parts have no ModaNet class and are not annotated, as a ModaNet annotator would not.
+MODANET_ID = {SHIRT: 9, TOP: 9, SWEATER: 9, CARDIGAN: 5, JACKET: 5, VEST: 5, COAT: 5, PANTS: 8, SHORTS: 10,
+              SKIRT: 11, DRESS: 6, GLASSES: 7, HAT: 12, BELT: 2, SHOE: 4, BAG: 1}
+#: Synthetic category -> DeepFashion2 category id (labels.DEEPFASHION2_CATEGORIES); DeepFashion2 has clothes only.
+DEEPFASHION2_ID = {SHIRT: 2, TOP: 1, SWEATER: 2, CARDIGAN: 4, JACKET: 4, COAT: 4, VEST: 5, PANTS: 8, SHORTS: 7,
+                   SKIRT: 9, DRESS: 10}
+#: Fashionpedia's attribute ids are not consecutive: the sample's attribute ``a`` is written as id 3a + 1.
+def fashionpedia_attribute_id(attribute: int) -> int:
+    """Attribute id in the Fashionpedia sample of the iMaterialist attribute ``attribute``."""
+    return 3 * int(attribute) + 1
+
+
+#: Label-map sample: a human-parsing-style class list (pixel value = index), with its colours.
+LABELMAP_CLASSES = ("background", "top", "outerwear", "pants", "shorts", "skirt", "dress", "shoes", "bag", "hat")
+LABELMAP_COLORS = ((0, 0, 0), (220, 20, 60), (119, 11, 32), (0, 0, 142), (0, 60, 100), (250, 170, 30),
+                   (0, 160, 160), (100, 80, 0), (190, 153, 153), (70, 130, 180))
+LABELMAP_IGNORE = 255
+#: Synthetic category -> label value; glasses and belts are marked "not labelled" (the ignore value), as is every
+#: boundary between two classes.
+LABELMAP_VALUE = {SHIRT: 1, TOP: 1, SWEATER: 1, CARDIGAN: 2, JACKET: 2, VEST: 2, COAT: 2, CAPE: 2, PANTS: 3,
+                  SHORTS: 4, SKIRT: 5, DRESS: 6, JUMPSUIT: 6, SHOE: 7, BAG: 8, HAT: 9,
+                  GLASSES: LABELMAP_IGNORE, BELT: LABELMAP_IGNORE}
+
+
+def mask_polygons(mask: np.ndarray) -> List[List[float]]:
+    """Outer contours of a binary mask as COCO polygons ``[x0, y0, x1, y1, ...]`` (pixel centres, holes lost);
+    contours of fewer than 3 points are left out."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        points = contour.reshape(-1, 2)
+        if len(points) >= 3:
+            polygons.append([float(v) + 0.5 for v in points.ravel()])
+    return polygons
+
+
+def _mask_box(mask: np.ndarray) -> List[float]:
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return [float(x), float(y), float(w), float(h)]
+
+
+def _format_layout(fmt: str, split: str) -> Tuple[str, str]:
+    """(image folder, annotation path or folder) of ``split`` in the sample of ``fmt``, relative to its root."""
+    val = split == "val"
+    return {
+        "fashionpedia": ("test" if val else "train", f"instances_attributes_{'val' if val else 'train'}2020.json"),
+        "modanet": ("images", f"modanet2018_instances_{split}.json"),
+        "deepfashion2": (f"{'validation' if val else 'train'}/image", f"{'validation' if val else 'train'}/annos"),
+        "labelmap": ("images", "labels"),
+    }[fmt]
+
+
+def format_sample_paths(out_dir: PathLike, fmt: str, split: str) -> Tuple[Path, Path]:
+    """(image folder, annotations) that :func:`make_format_sample` writes for ``split`` ("train"/"val")."""
+    images, annotations = _format_layout(fmt, split)
+    return Path(out_dir) / images, Path(out_dir) / annotations
+
+
+def make_format_sample(out_dir: PathLike, fmt: str, num_train: int = DEFAULT_NUM_TRAIN,
+                       num_val: int = DEFAULT_NUM_VAL, seed: int = 0, min_size: int = DEFAULT_MIN_SIZE,
+                       max_size: int = DEFAULT_MAX_SIZE, overwrite: bool = False, progress: bool = True) -> SampleSummary:
+    """Write the synthetic figures in another dataset's format (``fmt`` in :data:`OTHER_FORMATS`) to ``out_dir``:
+
+    * ``fashionpedia``: ``train/``, ``test/`` (the val images, as Fashionpedia ships them) and
+      ``instances_attributes_{train,val}2020.json``: 46 categories, polygons and compressed RLE mixed in one
+      file, attribute ids not consecutive (:func:`fashionpedia_attribute_id`), some annotations without
+      ``bbox``, image ids not consecutive;
+    * ``modanet``: ``images/`` and ``modanet2018_instances_{train,val}.json``: 13 categories, polygons only,
+      objects split into several polygons, and degenerate ones (fewer than 3 points, or no area) as in the real
+      file;
+    * ``deepfashion2``: ``{train,validation}/image/NNNNNN.jpg`` and ``.../annos/NNNNNN.json`` (``item1``, ...);
+    * ``labelmap``: ``images/*.jpg``, ``labels/*.png`` (pixel = class index, 255 = not labelled: glasses, belts and
+      the boundaries between classes),
+      ``classes.json`` (names, colours, ignore value) and ``splits.json``.
+
+    The same seed writes byte-identical files.
+    """
+    started = time.perf_counter()
+    if fmt not in OTHER_FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS + OTHER_FORMATS)}, got {fmt!r}")
+    _check_arguments("2019", num_train, 0, min_size, max_size)
+    if num_val < 1:
+        raise UserError(f"--num-val must be at least 1 for --format {fmt}, got {num_val}")
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+    settings = {"generator": "gluon_fashion.synthetic", "format": fmt, "seed": seed, "num_train": num_train,
+                "num_val": num_val, "min_size": min_size, "max_size": max_size}
+    atomic_write_json(out / MARKER_NAME, {**settings, "complete": False}, indent=2)
+    total = num_train + num_val
+    gray_rng = np.random.default_rng([seed, 1])
+    grayscale = set(gray_rng.choice(total, round(GRAYSCALE_FRACTION * total), replace=False).tolist())
+    writer = _FORMAT_WRITERS[fmt](out)
+    counts: Dict[int, int] = {}
+    num_instances = 0
+    written: set = set()
+    for index in tqdm(range(total), desc=f"{fmt} sample", unit="img", disable=not progress):
+        split = "train" if index < num_train else "val"
+        rng = np.random.default_rng([seed, 2, index])
+        height, width = _image_size(rng, min_size, max_size)
+        image, instances = render_image(rng, height, width)
+        image_dir, _ = format_sample_paths(out, fmt, split)
+        name = writer.file_name(index)
+        atomic_write_bytes(image_dir / name, _encode_jpeg(image, index in grayscale))
+        written.add(image_dir / name)
+        for inst in instances:
+            counts[inst.category_id] = counts.get(inst.category_id, 0) + 1
+        num_instances += writer.add(split, index, name, height, width, instances)
+    writer.finish(num_train, num_val)
+    for folder in {format_sample_paths(out, fmt, split)[0] for split in ("train", "val")}:
+        for stale in sorted(folder.glob("*.jpg")):  # images of an earlier generated sample
+            if stale not in written:
+                stale.unlink()
+    atomic_write_json(out / MARKER_NAME, {**settings, "complete": True}, indent=2)
+    return SampleSummary(out_dir=out, fmt=fmt, num_train=num_train, num_test=num_val, num_grayscale=len(grayscale),
+                         num_instances=num_instances, category_counts=dict(sorted(counts.items())),
+                         seconds=time.perf_counter() - started)
+
+
+class _CocoWriter:
+    """Fashionpedia and ModaNet: one COCO JSON per split."""
+
+    def __init__(self, out: Path, fmt: str, categories: List[Dict], attributes: Optional[List[Dict]]):
+        self.out, self.fmt, self.categories, self.attributes = out, fmt, categories, attributes
+        self.docs = {split: {"images": [], "annotations": []} for split in ("train", "val")}
+        self.next_annotation = 1
+
+    def file_name(self, index: int) -> str:
+        return f"{np.random.default_rng([index, 7]).bytes(8).hex()}.jpg"
+
+    def image_id(self, index: int) -> int:
+        return 100 + 7 * index if self.fmt == "fashionpedia" else index + 1
+
+    def add(self, split: str, index: int, name: str, height: int, width: int, instances: List[Instance]) -> int:
+        doc = self.docs[split]
+        image_id = self.image_id(index)
+        doc["images"].append({"id": image_id, "file_name": name, "width": width, "height": height})
+        before = len(doc["annotations"])
+        for inst in instances:
+            entry = self.annotation(index, inst)
+            if entry is not None:
+                doc["annotations"].append(dict(entry, image_id=image_id))
+        doc["annotations"] += [dict(entry, image_id=image_id) for entry in self.extra(index, height, width)]
+        for entry in doc["annotations"][before:]:
+            entry["id"] = self.next_annotation
+            self.next_annotation += 1
+        return len(doc["annotations"]) - before
+
+    def annotation(self, index: int, inst: Instance) -> Optional[Dict]:
+        number = self.next_annotation + index  # any fixed rule would do: mixes the kinds across images
+        if self.fmt == "fashionpedia":
+            as_rle = inst.category_id in (SLEEVE, NECKLINE) or number % 3 == 0
+            segmentation = mask_to_coco(inst.mask) if as_rle else mask_polygons(inst.mask)
+            if not segmentation:
+                return None
+            entry = {"category_id": inst.category_id, "segmentation": segmentation, "area": int(inst.mask.sum()),
+                     "iscrowd": 0, "attribute_ids": [fashionpedia_attribute_id(a) for a in inst.attribute_ids]}
+            if number % 4 != 1:  # some Fashionpedia annotations have no bbox
+                entry["bbox"] = _mask_box(inst.mask)
+            return entry
+        category = MODANET_ID.get(inst.category_id)
+        polygons = mask_polygons(inst.mask) if category else []
+        if not polygons:
+            return None
+        if index % 3 == 1 and len(polygons) == 1:
+            x, y = polygons[0][:2]
+            polygons.append([x, y, x + 4.0, y])  # a degenerate extra part: 2 points
+        return {"category_id": category, "segmentation": polygons, "area": float(inst.mask.sum()),
+                "bbox": _mask_box(inst.mask), "iscrowd": 0}
+
+    def extra(self, index: int, height: int, width: int) -> List[Dict]:
+        """ModaNet's degenerate objects: a 2-point polygon, and 3 points on a line (no area)."""
+        if self.fmt != "modanet":
+            return []
+        x, y = width / 3.0, height / 3.0
+        entries = []
+        if index % 3 == 0:
+            entries.append({"category_id": 1, "segmentation": [[x, y, x + 6.0, y + 2.0]], "area": 0.0,
+                            "bbox": [x, y, 6.0, 2.0], "iscrowd": 0})
+        if index % 4 == 2:
+            entries.append({"category_id": 2, "segmentation": [[x, y, x + 10.0, y, x + 20.0, y]], "area": 0.0,
+                            "bbox": [x, y, 20.0, 0.0], "iscrowd": 0})
+        return entries
+
+    def finish(self, num_train: int, num_val: int) -> None:
+        for split, doc in self.docs.items():
+            document = {"info": {"description": f"gluon_fashion synthetic sample in the {self.fmt} format",
+                                 "year": 2020 if self.fmt == "fashionpedia" else 2018},
+                        "images": doc["images"], "annotations": doc["annotations"], "categories": self.categories}
+            if self.attributes is not None:
+                document["attributes"] = self.attributes
+            atomic_write_json(format_sample_paths(self.out, self.fmt, split)[1], document)
+
+
+class _DeepFashion2Writer:
+    """One JSON per image (``item1``, ``item2``, ...), no image size in it, as DeepFashion2."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def file_name(self, index: int) -> str:
+        return f"{index + 1:06d}.jpg"
+
+    def add(self, split: str, index: int, name: str, height: int, width: int, instances: List[Instance]) -> int:
+        names = {c["id"]: c["name"] for c in DEEPFASHION2_CATEGORIES}
+        document: Dict = {"source": "user" if index % 2 else "shop", "pair_id": index // 2 + 1}
+        for inst in instances:
+            category = DEEPFASHION2_ID.get(inst.category_id)
+            polygons = mask_polygons(inst.mask) if category else []
+            if not polygons:
+                continue
+            x, y, w, h = _mask_box(inst.mask)
+            document[f"item{len(document) - 1}"] = {
+                "category_id": category, "category_name": names[category], "style": 0,
+                "bounding_box": [int(x), int(y), int(x + w), int(y + h)], "segmentation": polygons,
+                "landmarks": [], "scale": 2, "occlusion": 1, "zoom_in": 1, "viewpoint": 2}
+        annos = format_sample_paths(self.out, "deepfashion2", split)[1]
+        atomic_write_json(annos / f"{index + 1:06d}.json", document)
+        return len(document) - 2
+
+    def finish(self, num_train: int, num_val: int) -> None:
+        pass
+
+
+class _LabelMapWriter:
+    """``images/``, ``labels/`` (PNG, pixel = class index), ``classes.json``, ``splits.json``."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.splits: Dict[str, List[str]] = {"train": [], "val": []}
+
+    def file_name(self, index: int) -> str:
+        return f"img_{index:05d}.jpg"
+
+    def add(self, split: str, index: int, name: str, height: int, width: int, instances: List[Instance]) -> int:
+        label = np.zeros((height, width), dtype=np.uint8)
+        painted = [inst for inst in instances if inst.category_id in LABELMAP_VALUE]
+        for inst in sorted(painted, key=lambda inst: -int(inst.mask.sum())):  # smaller objects on top
+            label[inst.mask] = LABELMAP_VALUE[inst.category_id]
+        # Where two classes meet is left unlabelled, as Pascal VOC's label maps do (1 pixel either side).
+        kernel = np.ones((3, 3), np.uint8)
+        label[cv2.dilate(label, kernel) != cv2.erode(label, kernel)] = LABELMAP_IGNORE
+        ok, data = cv2.imencode(".png", label)
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        stem = Path(name).stem
+        atomic_write_bytes(self.out / "labels" / f"{stem}.png", data.tobytes())
+        self.splits[split].append(stem)
+        return len(painted)
+
+    def finish(self, num_train: int, num_val: int) -> None:
+        atomic_write_json(self.out / "classes.json", {"names": list(LABELMAP_CLASSES),
+                                                      "colors": [list(c) for c in LABELMAP_COLORS],
+                                                      "ignore_value": LABELMAP_IGNORE}, indent=1)
+        atomic_write_json(self.out / "splits.json", self.splits, indent=1)
+
+
+def _fashionpedia_writer(out: Path) -> _CocoWriter:
+    attributes = [{"id": fashionpedia_attribute_id(a["id"]), "name": a["name"], "supercategory": a["supercategory"],
+                   "level": a["level"]} for a in label_descriptions()["attributes"]]
+    categories = [{k: c[k] for k in ("id", "name", "supercategory", "level")} for c in label_descriptions()["categories"]]
+    return _CocoWriter(out, "fashionpedia", categories, attributes)
+
+
+_FORMAT_WRITERS = {
+    "fashionpedia": _fashionpedia_writer,
+    "modanet": lambda out: _CocoWriter(out, "modanet", [dict(c) for c in MODANET_CATEGORIES], None),
+    "deepfashion2": _DeepFashion2Writer,
+    "labelmap": _LabelMapWriter,
+}

@@ -128,24 +128,28 @@ def overlay_instances(image_rgb: np.ndarray, masks: Optional[Sequence[np.ndarray
     return canvas
 
 
-def colorize_labels(label_map: np.ndarray, num_classes: int) -> np.ndarray:
-    """H x W class map -> H x W x 3 RGB in palette colours; values outside [0, num_classes) (ignore) are grey."""
+def colorize_labels(label_map: np.ndarray, num_classes: int, colors: Optional[Sequence] = None) -> np.ndarray:
+    """H x W class map -> H x W x 3 RGB in palette colours (or ``colors``, one RGB per class, as a label-map
+    folder's ``classes.json`` gives them); values outside [0, num_classes) (ignore) are grey."""
     labels = np.asarray(label_map)
     if labels.ndim != 2:
         raise ValueError(f"label_map must be H x W, got shape {labels.shape}")
-    colors = np.vstack([palette(num_classes), np.array([IGNORE_COLOR], dtype=np.uint8)])
+    table = palette(num_classes) if colors is None else np.asarray(colors, dtype=np.uint8).reshape(num_classes, 3)
+    colors = np.vstack([table, np.array([IGNORE_COLOR], dtype=np.uint8)])
     index = labels.astype(np.int64)
     index = np.where((index < 0) | (index >= num_classes), num_classes, index)
     return colors[index]
 
 
-def overlay_semantic(image_rgb: np.ndarray, label_map: np.ndarray, num_classes: int, alpha: float = 0.5) -> np.ndarray:
-    """Blend the colour of every non-background label (ignore included, in grey) over the photo."""
+def overlay_semantic(image_rgb: np.ndarray, label_map: np.ndarray, num_classes: int, alpha: float = 0.5,
+                     colors: Optional[Sequence] = None) -> np.ndarray:
+    """Blend the colour of every non-background label (ignore included, in grey) over the photo (``colors``: as
+    :func:`colorize_labels`)."""
     image = _check_image(image_rgb)
     labels = np.asarray(label_map)
     if labels.shape != image.shape[:2]:
         raise ValueError(f"label_map shape {labels.shape} differs from image {image.shape[:2]}")
-    colored = colorize_labels(labels, num_classes)
+    colored = colorize_labels(labels, num_classes, colors)
     out = image.copy()
     fg = labels != 0
     out[fg] = np.round(image[fg].astype(np.float32) * (1 - alpha) + colored[fg].astype(np.float32) * alpha).astype(np.uint8)
@@ -273,3 +277,20 @@ def _render(data_root: Path, picks: List[_Pick], output: Path, overwrite: bool, 
                             f"{img['height']}x{img['width']}")
         save_image(target, render_ground_truth(rgb, annotations_by_split[split].get(img["id"], []), names))
     return targets
+
+
+def side_by_side(left_rgb: np.ndarray, right_rgb: np.ndarray, captions: Sequence[str] = ("ground truth", "prediction"),
+                 gap: int = 6) -> np.ndarray:
+    """Two pictures next to each other on a white sheet, each with its caption above it (e.g. ground truth
+    beside prediction); the shorter one is top-aligned."""
+    left, right = _check_image(left_rgb), _check_image(right_rgb)
+    scale = max(0.4, min(left.shape[1], right.shape[1]) / 700)
+    (_, text_h), baseline = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    band = text_h + baseline + 6
+    height = band + max(left.shape[0], right.shape[0])
+    sheet = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, dtype=np.uint8)
+    for x, picture, caption in ((0, left, captions[0]), (left.shape[1] + gap, right, captions[1])):
+        sheet[band:band + picture.shape[0], x:x + picture.shape[1]] = picture
+        cv2.putText(sheet, caption, (x + 2, band - baseline - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return sheet

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import write_kaggle_dataset
 from gluon_fashion import convert as converter
+from gluon_fashion.converters import common as output_set  # the output set shared by every converter
 from gluon_fashion.convert import TRAIN_JSON, convert_imaterialist
 from gluon_fashion.errors import UserError
 from test_convert import JSON_NAMES, TOOL, staging_leftovers
@@ -81,7 +82,7 @@ STOPS = {
         converter, "atomic_write_json", fail_on_call(1, OSError(errno.ENOSPC, "No space left on device"),
                                                      converter.atomic_write_json)),
     "a rename failing half-way through the swap": lambda mp: mp.setattr(
-        converter, "_move", fail_on_call(7, OSError(errno.EIO, "Input/output error"), converter._move)),
+        output_set, "_move", fail_on_call(7, OSError(errno.EIO, "Input/output error"), output_set._move)),
 }
 
 
@@ -119,7 +120,7 @@ class Killed(BaseException):
 
 def kill_during_swap(root: Path, monkeypatch, after_moves: int) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(converter, "_move", fail_on_call(after_moves + 1, Killed(), converter._move))
+        patch.setattr(output_set, "_move", fail_on_call(after_moves + 1, Killed(), output_set._move))
         patch.setattr(converter._OutputSet, "_roll_back", lambda self: None)
         patch.setattr(converter._OutputSet, "discard", lambda self: None)
         with pytest.raises(Killed):
@@ -148,7 +149,7 @@ def test_ctrl_c_during_the_swap_waits_for_it_to_finish(converted, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)  # held back until the swap is done
         os.replace(source, target)
 
-    monkeypatch.setattr(converter, "_move", interrupted_move)
+    monkeypatch.setattr(output_set, "_move", interrupted_move)
     with pytest.raises(KeyboardInterrupt):
         convert(root, seed=1, overwrite=True)
     monkeypatch.undo()

@@ -7,6 +7,14 @@ import pytest
 from gluon_fashion.engine.interrupt import StepBoundaryInterrupt
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler, even where the suite was started with SIGINT ignored (a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _ctrl_c() -> None:
     os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this (main) thread before kill returns to Python
 

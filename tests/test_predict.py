@@ -149,6 +149,29 @@ def test_predict_cli_writes_overlays_and_results_that_evaluate(cli_prediction, s
     assert metrics.num_detections == len(results) and 0.0 <= metrics.segm_mAP <= 1.0
 
 
+def test_test_budget_flags_replace_the_checkpoints_and_are_refused_for_segmentation(cli_prediction, sample_root,
+                                                                                     mask_rcnn_weights,
+                                                                                     segmentation_weights, tmp_path):
+    from collections import Counter
+
+    recorded = load_model(mask_rcnn_weights).net
+    assert (recorded.limits["rpn_test_post_nms"], recorded.limits["rcnn_max_dets"]) == (32, 32)  # the checkpoint's
+    per_image = Counter(r["image_id"] for r in json.loads((cli_prediction[0] / "results.json").read_text()))
+    assert max(per_image.values()) > 3  # the checkpoint's budget lets a random net detect more than 3
+    out = tmp_path / "three"
+    proc = _run_tool("predict", "--weights", mask_rcnn_weights, "--images", sample_root / "val", "--output", out,
+                     "--annotations", _gt_file(sample_root), "--score-threshold", "0", "--rcnn-max-dets", "3",
+                     "--rpn-test-post-nms", "20")
+    assert proc.returncode == 0, proc.stderr
+    per_image = Counter(r["image_id"] for r in json.loads((out / "results.json").read_text()))
+    assert per_image and max(per_image.values()) <= 3
+    overridden = load_model(mask_rcnn_weights, test_budgets={"rcnn_max_dets": 3, "rpn_test_pre_nms": None}).net
+    assert (overridden.limits["rpn_test_post_nms"], overridden.limits["rcnn_max_dets"]) == (32, 3)  # None: kept
+    proc = _run_tool("predict", "--weights", segmentation_weights, "--images", sample_root / "val", "--output",
+                     tmp_path / "seg", "--rcnn-max-dets", "3")
+    assert proc.returncode == 2 and "--rcnn-max-dets" in proc.stderr and "segmentation" in proc.stderr
+
+
 def test_gt_grid_results_are_pasted_straight_onto_the_gt_grid(cli_prediction, sample_root, mask_rcnn_weights,
                                                               tmp_path):
     gt_out, _ = cli_prediction

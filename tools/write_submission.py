@@ -2,6 +2,8 @@
 
     python tools/write_submission.py --weights RUN_best.params --test-root datasets/imaterialist/test \\
         --sample-csv datasets/imaterialist/sample_submission.csv --output submission.csv
+    python tools/write_submission.py --weights A.params B.params --postprocess postprocess.json --tta flip \\
+        --test-root ... --sample-csv ... --output submission.csv    # tuned by tools/tune_postprocess.py
     python tools/write_submission.py --check submission.csv --sample-csv datasets/imaterialist/sample_submission.csv
 
 Images are predicted at the scale the checkpoint was validated at (recorded in its .json). 2019 format:
@@ -18,6 +20,7 @@ import logging
 import sys
 
 from gluon_fashion.engine import parse_gpus
+from gluon_fashion.postprocess import add_inference_flags, inference_options
 from gluon_fashion.errors import UserError, cli_entry
 from gluon_fashion.predict import write_submission_from_checkpoint
 from gluon_fashion.submission import check_submission_file, format_violations
@@ -25,18 +28,20 @@ from gluon_fashion.submission import check_submission_file, format_violations
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="checkpoint .params (its .json must lie beside it)")
+    p.add_argument("--weights", nargs="+",
+                   help="checkpoint .params (its .json must lie beside it); Mask R-CNN: several for an ensemble")
     p.add_argument("--test-root", help="folder of the test images (<ImageId>.jpg)")
     p.add_argument("--sample-csv", help="the competition's sample_submission.csv (every ImageId in it gets rows)")
     p.add_argument("--output", help="the submission CSV to write")
     p.add_argument("--format", default=None, choices=["2019", "2020"],
                    help="submission format (default: 2019 when writing, read from the header with --check)")
-    p.add_argument("--score-threshold", type=float, default=0.5,
-                   help="keep instances scoring at least this (default: %(default)s)")
-    p.add_argument("--mask-threshold", type=float, default=0.5,
-                   help="Mask R-CNN mask probability above which a pixel is inside (default: %(default)s)")
-    p.add_argument("--max-detections", type=int, default=100,
-                   help="per image, before overlap removal (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="keep instances scoring at least this (default: 0.5)")
+    p.add_argument("--mask-threshold", type=float, default=None,
+                   help="Mask R-CNN mask probability above which a pixel is inside (default: 0.5)")
+    p.add_argument("--max-detections", type=int, default=None,
+                   help="per image, before overlap removal (default: 100)")
+    add_inference_flags(p)
     p.add_argument("--gpus", default="", help="GPU ids such as 0 or 0,1 (default: empty = CPU)")
     p.add_argument("--allow-missing", action="store_true",
                    help="write '1 1' rows (with a warning) for sample ImageIds whose image is not in --test-root")
@@ -60,8 +65,8 @@ def main(argv=None) -> int:
         raise UserError(f"{', '.join(missing)} required to write a submission (or give --check FILE)")
     result = write_submission_from_checkpoint(
         args.weights, args.test_root, args.sample_csv, args.output, contexts=parse_gpus(args.gpus),
-        fmt=args.format or "2019", score_threshold=args.score_threshold, mask_threshold=args.mask_threshold,
-        max_detections=args.max_detections, allow_missing=args.allow_missing, overwrite=args.overwrite)
+        fmt=args.format or "2019", allow_missing=args.allow_missing, overwrite=args.overwrite,
+        **inference_options(args))
     print(result)
     if result.violations:
         print(format_violations(result.violations, limit=20))

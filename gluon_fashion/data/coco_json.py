@@ -24,7 +24,7 @@ import json
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..fileio import PathLike
@@ -36,6 +36,11 @@ COCO_LISTS = ("images", "annotations", "categories")
 def converter_hint(data_root: PathLike) -> str:
     """How to create a dataset's missing annotation files (for the ``hint`` of :func:`read_coco_json`)."""
     return f"run tools/convert_imaterialist_to_coco.py --data_root {data_root} first"
+
+
+def load_json(path: PathLike, what: str, hint: str = "") -> Any:
+    """The JSON value in ``path``; UserError naming the file (and ``what`` it is) if missing, unreadable or invalid."""
+    return _load(Path(path), what, hint)
 
 
 def _load(path: Path, what: str, hint: str) -> Any:
@@ -51,13 +56,14 @@ def _load(path: Path, what: str, hint: str) -> Any:
 
 
 def read_coco_json(path: PathLike, what: str = "annotation file", keys: Sequence[str] = COCO_LISTS,
-                   hint: str = "") -> Dict:
+                   hint: str = "", fill_boxes: bool = False) -> Dict:
     """The JSON object in ``path``, which must hold a list under each of ``keys``, its entries checked as the
     module docstring says (``images``, ``annotations`` and ``categories`` among ``keys``; others unchecked).
 
     ``what`` names the file in errors ("annotation file", "label descriptions", ...); ``hint`` says how to
     get a missing file. UserError for a missing or unreadable file, invalid JSON, a missing list or an entry
-    of the wrong shape (naming the entry: its ``id``, or its index where it has none).
+    of the wrong shape (naming the entry: its ``id``, or its index where it has none). ``fill_boxes``: an
+    annotation without ``bbox`` or ``area`` (Fashionpedia has some) gets them from its mask instead of an error.
     """
     path = Path(path)
     document = _load(path, what, hint)
@@ -70,8 +76,78 @@ def read_coco_json(path: PathLike, what: str = "annotation file", keys: Sequence
     images = _check_images(document["images"], path) if "images" in keys else None
     category_ids = _check_categories(document["categories"], path) if "categories" in keys else None
     if "annotations" in keys:
+        if fill_boxes:
+            _fill_boxes(document["annotations"], path, images)
         _check_annotations(document["annotations"], path, images, category_ids)
     return document
+
+
+def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> Tuple[Optional[Dict], List[int]]:
+    """(compressed COCO RLE with str counts, as pycocotools rasterises ``polygons`` on a ``height x width`` grid;
+    indices of the polygons left out for having fewer than 3 points). The RLE is None when no polygon is left.
+
+    Polygons of fewer than 3 points are left out on purpose: they have no area, and pycocotools would read one of
+    exactly 2 points (4 numbers) as a box."""
+    from pycocotools import mask as coco_mask  # here, so that importing this module stays cheap
+    kept = [[float(v) for v in polygon] for polygon in polygons if len(polygon) >= 6]
+    degenerate = [index for index, polygon in enumerate(polygons) if len(polygon) < 6]
+    if not kept:
+        return None, degenerate
+    merged = coco_mask.merge(coco_mask.frPyObjects(kept, int(height), int(width)))
+    return {"size": [int(height), int(width)], "counts": merged["counts"].decode("ascii")}, degenerate
+
+
+def _fill_boxes(annotations: List[Any], path: Path, images: Optional[Mapping[int, Mapping]]) -> None:
+    """Give annotations without ``bbox``/``area`` those of their mask (entries of another shape are left for
+    ``_check_annotations`` to name)."""
+    from pycocotools import mask as coco_mask
+    for ann in annotations:
+        if not isinstance(ann, dict) or ("bbox" in ann and "area" in ann) or images is None:
+            continue
+        image, segm = images.get(ann.get("image_id")), ann.get("segmentation")
+        if image is None or _segmentation_problem(segm, image) is not None:
+            continue
+        if isinstance(segm, list):
+            rle, _ = polygons_to_rle(segm, image["height"], image["width"])
+        else:
+            rle = segm
+        if rle is None:
+            box, area = [0.0, 0.0, 0.0, 0.0], 0.0
+        else:
+            counts = rle["counts"]
+            encoded = (coco_mask.frPyObjects(rle, *rle["size"]) if isinstance(counts, list)
+                       else {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
+            box, area = coco_mask.toBbox(encoded).tolist(), float(coco_mask.area(encoded))
+        ann.setdefault("bbox", box)
+        ann.setdefault("area", area)
+
+
+#: Files larger than this are searched from their end for the categories (see read_categories).
+_PEEK_LIMIT = 64 << 20
+
+
+def read_categories(path: PathLike, hint: str = "") -> List[Dict]:
+    """The ``categories`` list of a COCO annotation file, checked (integer ids, names).
+
+    A file of up to 64 MB is read and checked whole (as :func:`read_coco_json` with ``fill_boxes``), so that a
+    trainer reading its class list first reports any malformed entry at once, naming it. The converters write the
+    categories last, so in a larger file they are first looked for in the last few MB (parsing a GB of masks for a
+    class list would cost a minute); a file where they are not found there is read whole."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > _PEEK_LIMIT:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - (4 << 20)))
+            tail = handle.read().decode("utf-8", "replace")
+        at = tail.rfind('"categories":')
+        if at >= 0:
+            try:
+                categories, _ = json.JSONDecoder().raw_decode(tail[at + len('"categories":'):].lstrip())
+            except ValueError:
+                categories = None
+            if isinstance(categories, list):
+                _check_categories(categories, path)
+                return categories
+    return read_coco_json(path, hint=hint, fill_boxes=True)["categories"]
 
 
 def read_coco_results(path: PathLike) -> List[Dict]:
@@ -168,6 +244,9 @@ def _segmentation_problem(segm: Any, image: Optional[Mapping]) -> Optional[str]:
         return rle_shape_problem(segm, None if image is None else (image["height"], image["width"]))
     if isinstance(segm, list) and all(isinstance(polygon, list) and all(is_finite_number(v) for v in polygon)
                                       for polygon in segm):
+        odd = next((i for i, polygon in enumerate(segm) if len(polygon) % 2), None)
+        if odd is not None:
+            return f"polygon {odd} of 'segmentation' has an odd number of coordinates ({len(segm[odd])}): not x, y pairs"
         return None
     return f"'segmentation' must be a COCO RLE {{'size': [h, w], 'counts': ...}} or polygons, got {segm!r:.60}"
 

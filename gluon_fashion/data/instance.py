@@ -1,4 +1,9 @@
-"""Instance dataset (Mask R-CNN) over the converter's COCO JSON, with masks kept run-length encoded.
+"""Instance dataset (Mask R-CNN) over COCO JSON, with masks kept run-length encoded.
+
+Reads the converters' output, and any COCO-style instance JSON directly: masks as compressed or uncompressed
+RLE, or as polygons (rasterised by pycocotools at the image's size when the file is read; polygons of fewer than
+3 points are left out, with a warning); ``bbox``/``area`` are computed from the mask where an annotation lacks
+them. Anything else is one UserError naming the file and the annotation (``data.coco_json``).
 
 GluonCV's ``COCOInstance`` expects polygon masks and reads every image through ``mx.image.imread``; here
 the masks stay compressed RLE until the transform decodes them straight at the training resolution
@@ -10,6 +15,7 @@ any number of loader workers draw the same flips as an uninterrupted one.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -18,9 +24,11 @@ from gluoncv.data import COCOInstance
 
 from ..errors import UserError
 from ..images import read_rgb_at_least
-from ..labels import CATEGORY_NAMES, NUM_CATEGORIES
-from .coco_json import converter_hint, read_coco_json
+from ..labels import CATEGORY_NAMES, NUM_CATEGORIES, has_imaterialist_classes
+from .coco_json import converter_hint, polygons_to_rle, read_coco_json
 from .truncated import find_truncated_images
+
+log = logging.getLogger(__name__)
 
 TRAIN_ANNOTATIONS = "annotations/rle_instances_train.json"
 VAL_ANNOTATIONS = "annotations/rle_instances_val.json"
@@ -40,8 +48,8 @@ class FashionInstance(COCOInstance):
     """iMaterialist instances: ``dataset[i] -> (rgb uint8 HxWx3, label (N, 5) float32, [COCO RLE] * N)``.
 
     ``label`` rows are ``x1, y1, x2, y2, contiguous class`` (boxes clipped to the image); the class index
-    ``k`` stands for Kaggle category ``category_ids[k]``. ``category_ids`` selects and orders the trained
-    categories (default: all 46); annotations of other categories are dropped, and with ``skip_empty``
+    ``k`` stands for category ``category_ids[k]``. ``category_ids`` selects and orders the trained
+    categories (default: all 46 of iMaterialist, or every category of a file with other classes); annotations of other categories are dropped, and with ``skip_empty``
     so are images left without any. Truncated JPEGs are left out with a warning (``truncated_images``). With a transform that has ``pick_size`` (the training transform) and
     ``reduced_decode``, a JPEG is decoded at the smallest 1/2^k scale that still covers the training size.
     """
@@ -55,6 +63,7 @@ class FashionInstance(COCOInstance):
         if not ids or len(set(ids)) != len(ids):
             raise UserError(f"category ids must be distinct and not empty, got {list(ids)}")
         self.category_ids: Tuple[int, ...] = ids
+        self._ids_from_data = category_ids is None  # another dataset's file: its own categories (_load_jsons)
         self.seed = int(seed)
         self.reduced_decode = bool(reduced_decode)
         self.image_records: List[Dict] = []
@@ -84,17 +93,22 @@ class FashionInstance(COCOInstance):
 
     def _read_annotations(self) -> Dict:
         # The converter writes <root>/annotations/<name>.json: say how to make a missing one.
-        return read_coco_json(self.annotation_file, hint=converter_hint(self.annotation_file.parent.parent))
+        return read_coco_json(self.annotation_file, hint=converter_hint(self.annotation_file.parent.parent),
+                              fill_boxes=True)
 
     def _load_jsons(self):
         """Four lists, as GluonCV's samplers expect: image paths, labels, RLE masks, aspect ratios.
 
         Truncated JPEGs are left out (``data.truncated``; listed in ``truncated_images``)."""
         data = self._read_annotations()  # checked: ids, sizes, boxes, and every annotation's image and category
+        if self._ids_from_data and not has_imaterialist_classes(data["categories"]):
+            self.category_ids = tuple(sorted(c["id"] for c in data["categories"]))
+            self._class_names = [str(c) for c in self.category_ids]  # named from the data just below
         self.json_id_to_contiguous = {cid: k for k, cid in enumerate(self.category_ids)}
         self.contiguous_id_to_json = {k: cid for cid, k in self.json_id_to_contiguous.items()}
         names = {c["id"]: c["name"] for c in data["categories"]}
         self._class_names = [names.get(cid, name) for cid, name in zip(self.category_ids, self._class_names)]
+        self._polygons_to_rle(data)  # before grouping: the annotations it drops must not reach an image
         by_image: Dict[int, List[Dict]] = {}
         for ann in data["annotations"]:
             by_image.setdefault(ann["image_id"], []).append(ann)
@@ -125,6 +139,26 @@ class FashionInstance(COCOInstance):
                             + (f" ({len(truncated)} truncated JPEG(s) left out)" if truncated else ""))
         return items, labels, segms, ratios
 
+    def _polygons_to_rle(self, data: Dict) -> None:
+        """Replace polygon masks by pycocotools' RLE of them at their image's size (in place); annotations whose
+        polygons all have fewer than 3 points are dropped. Warns once with the counts."""
+        sizes = {entry["id"]: (entry["height"], entry["width"]) for entry in data["images"]}
+        kept, parts, dropped = [], 0, []
+        for ann in data["annotations"]:
+            if isinstance(ann["segmentation"], list):
+                rle, degenerate = polygons_to_rle(ann["segmentation"], *sizes[ann["image_id"]])
+                parts += len(degenerate)
+                if rle is None:
+                    dropped.append(ann["id"])
+                    continue
+                ann["segmentation"] = rle
+            kept.append(ann)
+        data["annotations"] = kept
+        if parts or dropped:
+            log.warning("%s: %d polygon(s) of fewer than 3 points left out; %d annotation(s) with no other polygon "
+                        "dropped%s (convert with tools/convert_*_to_coco.py for a report)", self.annotation_file,
+                        parts, len(dropped), f", ids {dropped[:5]}" if dropped else "")
+
     def _valid_objects(self, entry: Dict, anns: List[Dict]):
         """GluonCV's rules (no crowd, clipped box of at least 4 px^2 and area > min) on RLE annotations."""
         width, height = entry["width"], entry["height"]
@@ -137,12 +171,8 @@ class FashionInstance(COCOInstance):
             x1, y1 = min(max(0.0, x), width), min(max(0.0, y), height)
             x2, y2 = min(max(0.0, x + max(0.0, w)), width), min(max(0.0, y + max(0.0, h)), height)
             if ann["area"] > self._min_object_area and x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) >= 4:
-                segm = ann["segmentation"]
-                if not isinstance(segm, dict):  # the reader checked an RLE's size; polygons are not read here
-                    raise UserError(f"{self.annotation_file}: annotation {ann['id']} of image {entry['id']} "
-                                    "needs an RLE mask, not polygons")
                 boxes.append([x1, y1, x2, y2, label])
-                rles.append(segm)
+                rles.append(ann["segmentation"])  # an RLE of the image's size: see _polygons_to_rle
         if not boxes:
             return None, None
         return np.asarray(boxes, dtype=np.float32), rles

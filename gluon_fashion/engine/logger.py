@@ -1,4 +1,5 @@
-"""Run logging: full configuration, a readable text log, metrics as JSON lines, TensorBoard scalars.
+"""Run logging: full configuration, a readable text log, metrics as JSON lines, TensorBoard scalars and
+images (sample predictions at each validation, ``log_image``).
 
 Their file names are listed with the rest of a run's output in README.md, "What a run writes". The
 configuration is written atomically. The text log and the metrics JSONL are append-only streams (not atomic
@@ -137,6 +138,15 @@ class RunLogger:
         for name, value in clean.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._writer.add_scalar(f"{split}/{name}", value, global_step=int(step))
+
+    def log_image(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        """Write an H x W x 3 uint8 RGB picture to TensorBoard as image ``tag`` at ``step`` (main worker only)."""
+        if not self.is_main or self._writer is None:
+            return
+        image = np.asarray(rgb)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"log_image({tag!r}): expected H x W x 3 uint8 RGB, got {image.shape} {image.dtype}")
+        self._writer.add_image(tag, image, global_step=int(step), dataformats="HWC")
 
     def rewind(self, step: int) -> int:
         """Forget every metrics record after ``step`` (a resumed run redoes those steps); returns how many.

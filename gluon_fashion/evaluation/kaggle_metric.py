@@ -67,18 +67,47 @@ def match_scores(ious: np.ndarray, scores: Sequence[float],
     if num_pred + num_gt == 0:
         raise ValueError("a pair with neither predictions nor ground truth has no score")
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    out = np.zeros(len(thresholds))
-    for k, t in enumerate(thresholds):
-        taken = np.zeros(num_gt, dtype=bool)
-        tp = 0
-        if num_gt:
-            for p in order:
-                candidates = np.where(taken, -1.0, ious[p])
-                best = int(np.argmax(candidates))
-                if candidates[best] > t:
-                    taken[best] = True
-                    tp += 1
-        out[k] = tp / (num_pred + num_gt - tp)  # = TP / (TP + FP + FN)
+    tp = greedy_true_positives(ious[order], np.zeros(num_pred, dtype=np.int64), thresholds).sum(axis=0)
+    return tp / (num_pred + num_gt - tp)  # = TP / (TP + FP + FN)
+
+
+def greedy_true_positives(ious: np.ndarray, pairs: np.ndarray,
+                          thresholds: Sequence[float] = IOU_THRESHOLDS) -> np.ndarray:
+    """The matching rule of the module docstring (step 3), for many (image, class) pairs at once.
+
+    ``ious``: one row per prediction, its IoU with each ground-truth mask of its pair, padded with -1 where
+    the pair has fewer masks than there are columns; ``pairs``: the pair of each row, the rows of one pair
+    consecutive and in the order the rule visits them (descending score). Returns a bool array (rows x
+    thresholds): whether each prediction is a true positive at each threshold.
+
+    Greedy matching visits predictions in order, so a prediction's outcome depends only on the ones before
+    it: the pair's TP count when only its first n predictions are kept is the sum of its first n rows, which
+    is what lets ``postprocess`` score every score threshold and detection limit from one matching. The
+    loop runs over positions within a pair (at most the largest pair's length), vectorised over pairs and
+    thresholds.
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    pairs = np.asarray(pairs)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    rows = len(pairs)
+    out = np.zeros((rows, len(thresholds)), dtype=bool)
+    if rows == 0 or ious.ndim != 2 or ious.shape[1] == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]])
+    group = np.cumsum(np.r_[True, pairs[1:] != pairs[:-1]]) - 1
+    position = np.arange(rows) - starts[group]
+    taken = np.zeros((len(starts), len(thresholds), ious.shape[1]), dtype=bool)
+    by_position = np.argsort(position, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(position))]
+    for k in range(len(bounds) - 1):
+        sel = by_position[bounds[k]:bounds[k + 1]]
+        g = group[sel]
+        candidates = np.where(taken[g], -1.0, ious[sel][:, None, :])  # (rows at k, thresholds, columns)
+        best = candidates.argmax(axis=2)
+        hit = np.take_along_axis(candidates, best[..., None], axis=2)[..., 0] > thresholds
+        r, t = np.nonzero(hit)
+        taken[g[r], t, best[r, t]] = True
+        out[sel] = hit
     return out
 
 

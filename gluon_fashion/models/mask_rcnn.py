@@ -49,10 +49,13 @@ LIMIT_KEYS = ("rpn_train_pre_nms", "rpn_train_post_nms", "rcnn_num_sample", "rpn
               "rpn_test_post_nms", "rcnn_max_dets", "max_num_gt", "rcnn_pos_ratio")
 #: The budgets of inference (validation, prediction, submissions, the server); flags of the same names.
 TEST_BUDGET_KEYS = ("rpn_test_pre_nms", "rpn_test_post_nms", "rcnn_max_dets")
-#: Test-time budgets where neither the flags nor the checkpoint give one, chosen by measurement
+#: The trainers' test-time budgets (recorded in the checkpoints they write), chosen by measurement
 #: (benchmarks/bench_inference.py, BENCHMARKS.md "Test-time budgets"); GluonCV's are 6000 / 1000 / 1000.
-DEFAULT_TEST_BUDGETS = {"rpn_test_pre_nms": 6000, "rpn_test_post_nms": 1000, "rcnn_max_dets": 1000}
+DEFAULT_TEST_BUDGETS = {"rpn_test_pre_nms": 1000, "rpn_test_post_nms": 300, "rcnn_max_dets": 100}
 MASK_THRESHOLD = 0.5
+_TEST_BUDGET_HELP = {"rpn_test_pre_nms": "proposals kept before the RPN's NMS at test time",
+                     "rpn_test_post_nms": "proposals kept after the RPN's NMS at test time",
+                     "rcnn_max_dets": "detections per image whose masks are computed at test time"}
 # The training-only target generator's box-encoder statistics sit in every net and checkpoint; inference never
 # uses them, and MXNet warns about it on the first forward of a hybridised net.
 _UNUSED_TARGET_PARAMS = (r"Parameter normalizedperclassboxcenterencoder\d*_(means|stds)"
@@ -274,6 +277,22 @@ def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, m
             "image_scale": {"short": int(short), "max_size": int(max_size)}}
     meta.update(extra)
     return meta
+
+
+def add_test_budget_flags(group, defaults: Optional[Mapping[str, int]] = None) -> None:
+    """``--rpn-test-pre-nms``, ``--rpn-test-post-nms``, ``--rcnn-max-dets`` on an argparse parser or group.
+
+    ``defaults``: the trainers' (``DEFAULT_TEST_BUDGETS``, recorded in the checkpoints they write); None for the
+    tools that load a checkpoint, where an absent flag keeps the checkpoint's value."""
+    for key in TEST_BUDGET_KEYS:
+        default = None if defaults is None else int(defaults[key])
+        group.add_argument("--" + key.replace("_", "-"), type=int, default=default,
+                           help=_TEST_BUDGET_HELP[key] + ("" if default is not None else "; absent: the checkpoint's"))
+
+
+def test_budgets_from(args) -> Dict[str, Optional[int]]:
+    """The test-time budget flags of parsed ``args`` (None where absent), for ``load_mask_rcnn``/``load_model``."""
+    return {key: getattr(args, key, None) for key in TEST_BUDGET_KEYS}
 
 
 def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True,

@@ -28,11 +28,12 @@ from ..engine.flags import add_shared_flags, default_gpus
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
 from ..evaluation.coco import coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
-from ..labels import parse_class_set
+from ..data.coco_json import read_categories
+from ..labels import class_table_for
 from ..models.batchnorm import learn_batchnorm_statistics
-from ..models.mask_rcnn import (LIMIT_KEYS, anchor_count, build_mask_rcnn, checkpoint_meta, class_table,
-                                decode_outputs, instances_from_outputs, read_network_input, run_network,
-                                to_coco_results, trainable_params, zoo_name)
+from ..models.mask_rcnn import (DEFAULT_TEST_BUDGETS, LIMIT_KEYS, add_test_budget_flags, anchor_count,
+                                build_mask_rcnn, checkpoint_meta, class_table, decode_outputs, instances_from_outputs,
+                                read_network_input, run_network, to_coco_results, trainable_params, zoo_name)
 from ..transforms.instance import MaskRCNNTrainTransform, scaled_size
 
 log = logging.getLogger("gluon_fashion.trainers.mask_rcnn")
@@ -59,16 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image short side in training, or a range 'low,high' for multi-scale training "
                         "(validation uses the high end)")
     g.add_argument("--max-size", type=int, default=1333, help="image long side at most")
-    g = p.add_argument_group("RoI budget (lower for small memory or CPU runs; default: GluonCV's values)")
+    g = p.add_argument_group("RoI budget (lower for small memory or CPU runs; training: GluonCV's values by default)")
     g.add_argument("--rpn-train-pre-nms", type=int, default=None, help="proposals kept before NMS in training")
     g.add_argument("--rpn-train-post-nms", type=int, default=None, help="proposals kept after NMS in training")
     g.add_argument("--rcnn-num-sample", type=int, default=None, help="RoIs sampled per image for the heads")
     g.add_argument("--rcnn-pos-ratio", type=float, default=None,
                    help="largest fraction of the sampled RoIs that are positives, the RoIs the box and mask heads "
                         "learn from (GluonCV: 0.25)")
-    g.add_argument("--rpn-test-pre-nms", type=int, default=None, help="proposals kept before NMS at test time")
-    g.add_argument("--rpn-test-post-nms", type=int, default=None, help="proposals kept after NMS at test time")
-    g.add_argument("--rcnn-max-dets", type=int, default=None, help="detections whose masks are computed")
+    add_test_budget_flags(g, DEFAULT_TEST_BUDGETS)
     g.add_argument("--max-num-gt", type=int, default=None, help="upper bound of instances per image (300)")
     g = groups["optimisation"]
     g.add_argument("--lr-decay", type=float, default=0.1, help="factor at each decay epoch")
@@ -207,7 +206,6 @@ class MaskRCNNTrainer(TrainingRun):
         self.test_short = self.short_range[1]
         self.decay_epochs = parse_epochs(args.lr_decay_epoch)
         self.lr = args.lr if args.lr is not None else 0.00125 * self.dist.global_batch_size(self.batch_size)
-        self.category_ids = parse_class_set(args.classes).category_ids
         self.model_name = zoo_name(args.network, args.use_fpn)
         self.run_name = self.model_name[: -len("_coco")] + "_imaterialist"
         self.prefix = run_prefix(args.save_prefix, self.run_name)
@@ -219,6 +217,9 @@ class MaskRCNNTrainer(TrainingRun):
             if not path.is_file():
                 raise UserError(f"{path} not found: convert the dataset first with python "
                                 f"tools/convert_imaterialist_to_coco.py --data_root {args.dataset_root}")
+        # The classes come from the data (issue 16): iMaterialist's keep --classes' meaning, others their own.
+        self.classes = class_table_for(read_categories(self.train_files[0]), args.classes)
+        self.category_ids = tuple(c["id"] for c in self.classes)
         placeholder = checkpoint_meta(self.model_name, self.category_ids, self.test_short, args.max_size, {})
         self.checkpoints = CheckpointManager(self.prefix, placeholder, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
@@ -234,7 +235,7 @@ class MaskRCNNTrainer(TrainingRun):
                                    pretrained=not (args.no_pretrained or self.resume_path),
                                    pretrained_weights=None if self.resume_path else args.pretrained_weights,
                                    ctx=self.contexts, per_device_batch_size=self.per_device, **self.limits)
-        meta = checkpoint_meta(self.model_name, class_table(self.category_ids), self.test_short, args.max_size,
+        meta = checkpoint_meta(self.model_name, class_table(self.classes), self.test_short, args.max_size,
                                self.net.limits, network=args.network, use_fpn=bool(args.use_fpn),
                                run_name=self.run_name, train_short=list(self.short_range),
                                pretrained=("none" if args.no_pretrained else
@@ -364,6 +365,14 @@ class MaskRCNNTrainer(TrainingRun):
                    for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
         # No ground truth at all (a tiny val subset) scores 0, not NaN, so "best" still works.
         segm = 0.0 if math.isnan(metrics.segm_mAP) and not self.val_gt.getAnnIds() else metrics.segm_mAP
+        from ..engine.samples import SAMPLE_IMAGES, instance_samples, log_samples
+        from ..report import category_names
+
+        # A few fixed val images, ground truth beside prediction, as TensorBoard images (engine/samples.py).
+        log_samples(getattr(self, "logger", None), lambda: instance_samples(
+            self.val_gt, results, [(self.valset.image_records[i]["id"], self.valset.image_path(i))
+                                   for i in self.val_indices[:SAMPLE_IMAGES]],
+            category_names(self.val_gt.dataset.get("categories", []))), iteration)
         return Validation(metric=segm, scalars=scalars, details=metrics.as_dict())
 
     def close(self) -> None:

@@ -14,14 +14,14 @@ from gluoncv.utils.parallel import parallel_apply, parallel_backward
 from mxnet import autograd, gluon
 
 from ..data.samplers import EpochBatchSampler, EpochTaggedBatches
-from ..data.segmentation import get_dataset
+from ..data.segmentation import dataset_class_set, get_dataset
 from ..engine import CheckpointManager, PolySchedule, parse_gpus, seed_everything, split_batch
 from ..engine.distributed import make_trainer
 from ..engine.flags import add_shared_flags, check_shared_flags, default_gpus, flag_name
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
 from ..evaluation.segmentation import evaluate_batches
-from ..labels import ClassSet, parse_class_set
+from ..labels import ClassSet
 from ..models.batchnorm import freeze_batchnorm
 from ..models.segmentation import (build_segmentation_model, canonical_model, checkpoint_meta, image_scale,
                                    load_segmentation_model, pretrained_weights_for, require_weights, resolve_backbone,
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "resnet18/34: GluonCV's heads resized to their narrower features (fast CPU runs)")
     g.add_argument("--model-zoo", default=None,
                    help="start from GluonCV pretrained weights, e.g. deeplab_resnet101_coco (classifier re-initialised)")
-    g.add_argument("--dataset", default="imaterialist", help="registered dataset name")
+    g.add_argument("--dataset", default="imaterialist",
+                   help="registered dataset name: imaterialist (converted COCO JSON) or folder (images/, labels/, "
+                        "classes.json; see the README)")
     g.add_argument("--train-split", default="train", help="split to train on")
     g.add_argument("--binary", action="store_true", help="garment vs background: every chosen class becomes 1")
     g.add_argument("--bg-replace", type=float, default=0.0, metavar="P",
@@ -143,7 +145,7 @@ class SegmentationTrainer(TrainingRun):
         self.model = self.zoo.model if self.zoo else canonical_model(args.model)
         self.backbone = self.zoo.backbone if self.zoo else resolve_backbone(self.model, args.backbone)
         self.aux = args.aux if args.aux is not None else self.zoo is not None
-        self.class_set: ClassSet = parse_class_set(args.classes, args.binary)
+        self.class_set: ClassSet = dataset_class_set(args.dataset, args.dataset_root, args.classes, args.binary)
         self.prefix = run_prefix(args, self.model, self.backbone)
         self.build_kwargs = {"model": self.model, "backbone": self.backbone,
                              "num_classes": self.class_set.num_classes, "aux": bool(self.aux),
@@ -263,6 +265,16 @@ class SegmentationTrainer(TrainingRun):
         result = conf.as_dict(self.class_set.class_names)
         log.info("validation after epoch %d (%d images, long side %d):\n%s", epoch, len(self.valset),
                  self.args.base_size, conf.table(self.class_set.class_names))
+        from ..engine.samples import SAMPLE_IMAGES, log_samples, semantic_samples
+        from ..models.segmentation import predict_label_map
+
+        # A few fixed val images, ground truth beside prediction, as TensorBoard images (engine/samples.py).
+        log_samples(getattr(self, "logger", None), lambda: semantic_samples(
+            [(Path(self.valset.records[i].path).name, self.valset.read_image(i), self.valset.decode_label(i))
+             for i in range(min(SAMPLE_IMAGES, len(self.valset)))],
+            lambda image: predict_label_map(self.net, image, self.contexts[0], base_size=self.args.base_size,
+                                            crop_size=self.args.crop_size),
+            self.class_set.num_classes), iteration)
         return Validation(metric=result["mIoU"], scalars={"pixAcc": result["pixAcc"], "mIoU": result["mIoU"]},
                           details=result)
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Convert one split of ModaNet to the project's layout (COCO JSON with compressed RLE masks, train/ or val/).
+
+    python tools/convert_modanet_to_coco.py --annotations datasets/modanet/modanet2018_instances_train.json \\
+        --images datasets/modanet/images --data_root datasets/modanet_coco --split train
+    (add --class-map datasets/class_maps/modanet_to_imaterialist.json to train on iMaterialist's 46 classes)
+
+Writes <data_root>/annotations/rle_instances_<split>.json (val: also resize_rle_instances_val.json),
+conversion_report_<split>.json and <data_root>/<split>/ (hard links to the images), replacing earlier outputs
+of that split as one set or not at all. See gluon_fashion/converters/coco_sources.py.
+"""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+from gluon_fashion.converters.coco_sources import main as convert_main
+from gluon_fashion.errors import cli_entry
+
+
+@cli_entry
+def main(argv: Optional[List[str]] = None) -> int:
+    return convert_main("modanet", __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
