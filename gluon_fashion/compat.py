@@ -245,6 +245,32 @@ def set_batchnorm_global_stats(layer: mx.gluon.nn.BatchNorm, use_global_stats: b
     layer._kwargs["use_global_stats"] = bool(use_global_stats)
 
 
+@_patch("GluonCV 0.10.5 bakes use_global_stats=True into FPN backbones' graphs (private SymbolBlock._cached_graph)")
+def set_symbol_batchnorm_global_stats(block: mx.gluon.SymbolBlock, use_global_stats: bool) -> int:
+    """Set ``use_global_stats`` of every BatchNorm node in a SymbolBlock's graph; returns how many there are.
+
+    GluonCV 0.10.5 builds its FPN backbones (``FPNFeatureExpander``) as a SymbolBlock from a ResNet symbol made
+    with ``use_global_stats=True``, so their BatchNorm layers are graph nodes, not ``nn.BatchNorm`` blocks, and
+    always normalise with the stored statistics: a fixed identity in a randomly initialised net, which made
+    ``--use-fpn --no-pretrained`` diverge. MXNet 1.9.1's SymbolBlock keeps its graph only in the private
+    ``_cached_graph`` and compiles it lazily into ``_cached_op``; the graph is rebuilt from its JSON with the
+    flag changed (parameters, names and inputs unchanged) and the compiled op dropped. Set it before hybridising.
+    """
+    import json
+
+    import mxnet as mx
+
+    inputs, outputs = block._cached_graph
+    graph = json.loads(outputs.tojson())
+    nodes = [node for node in graph["nodes"] if node["op"] in ("BatchNorm", "SyncBatchNorm")]
+    for node in nodes:
+        node.setdefault("attrs", {})["use_global_stats"] = str(bool(use_global_stats))
+    if nodes:
+        block._cached_graph = (inputs, mx.sym.load_json(json.dumps(graph)))
+        block._cached_op = None
+    return len(nodes)
+
+
 @_patch("MXNet 1.9.1's SyncBatchNorm takes num_devices only at construction (private SyncBatchNorm._kwargs)")
 def set_syncbn_devices(layer: mx.gluon.contrib.nn.SyncBatchNorm, num_devices: int) -> None:
     """Make a SyncBatchNorm layer synchronise its statistics over ``num_devices`` devices.

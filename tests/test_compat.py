@@ -50,7 +50,8 @@ def test_installed_versions_are_the_ones_patched_for():
 
 def test_every_patch_is_listed_with_a_reason():
     expected = {"rpn_budgets", "set_rpn_budgets", "feature_strides", "replace_fpn_roi_pooling", "make_shape_free",
-                "resize_param_shape", "set_batchnorm_global_stats", "set_syncbn_devices",
+                "resize_param_shape", "set_batchnorm_global_stats", "set_symbol_batchnorm_global_stats",
+                "set_syncbn_devices",
                 "params_by_structural_name", "load_param_data", "model_store_sha1", "kvstore_barrier",
                 "skip_kvstore_barrier_before_exit", "init_trainer_kvstore"}
     assert set(compat.PATCHES) == expected
@@ -335,3 +336,34 @@ def test_kvstore_barrier_waits_for_every_worker_and_exit_can_skip_it():
     waits = {int(rank): float(seconds) for rank, seconds in re.findall(r"rank (\d) waited ([\d.]+)", text)}
     assert waits[0] >= 2.0, text  # rank 0 waited for rank 1's sleep at the barrier
     assert elapsed < 45, text  # rank 1 did not wait at exit for rank 0's minute of sleep
+
+
+def test_fpn_backbone_batchnorm_learns_its_statistics_from_scratch():
+    """GluonCV's FPN backbone is a SymbolBlock whose BatchNorm nodes use the stored statistics; from scratch
+    they must normalise with (and update) batch statistics, or a random net diverges."""
+    from gluon_fashion.models.batchnorm import batchnorm_layers, learn_batchnorm_statistics
+
+    def running_means_after_a_training_step(net):
+        net.initialize(force_reinit=True)
+        x = mx.nd.random.uniform(-1, 1, shape=(2, 3, 64, 64))
+        with autograd.record(train_mode=True):
+            outputs = net.features(x)
+            loss = mx.nd.add_n(*[o.sum() for o in outputs])
+        loss.backward()  # MXNet's BatchNorm updates its running statistics in the backward pass
+        mx.nd.waitall()
+        means = {name: p.data().asnumpy() for name, p in net.features.collect_params().items()
+                 if name.endswith("running_mean")}
+        return means, outputs
+
+    fixed = get_model("mask_rcnn_fpn_resnet18_v1b_coco", pretrained=False, pretrained_base=False)
+    means, _ = running_means_after_a_training_step(fixed)
+    assert means and all(not m.any() for m in means.values())  # GluonCV's graph: stored statistics, untouched
+
+    net = get_model("mask_rcnn_fpn_resnet18_v1b_coco", pretrained=False, pretrained_base=False)
+    switched = learn_batchnorm_statistics(net)
+    assert switched - len(batchnorm_layers(net)) == len(means)  # every graph node, besides the Gluon layers
+    means, outputs = running_means_after_a_training_step(net)
+    assert all(m.any() for m in means.values())  # batch statistics were taken and the running ones updated
+    for name, p in net.features.collect_params().items():  # the parameters are the same objects, same names
+        assert net.collect_params()[name] is p
+    assert all(np.isfinite(o.asnumpy()).all() for o in outputs)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import List
 
-from mxnet.gluon import nn
+from mxnet.gluon import SymbolBlock, nn
 
-from ..compat import set_batchnorm_global_stats
+from ..compat import set_batchnorm_global_stats, set_symbol_batchnorm_global_stats
 
 
 def batchnorm_layers(net: nn.Block) -> List[nn.BatchNorm]:
@@ -32,8 +32,11 @@ def freeze_batchnorm(net: nn.Block) -> int:
 
 def learn_batchnorm_statistics(net: nn.Block) -> int:
     """Make every BatchNorm normalise with batch statistics in training (and update its running ones), as
-    when training from scratch; returns how many. Call before hybridising: the flag is baked into the graph."""
+    when training from scratch; returns how many, the BatchNorm nodes of SymbolBlocks (GluonCV's FPN
+    backbones) included. Call before hybridising: the flag is baked into the graph."""
     layers = batchnorm_layers(net)
     for layer in layers:
         set_batchnorm_global_stats(layer, False)
-    return len(layers)
+    symbol_blocks: List[SymbolBlock] = []
+    net.apply(lambda block: symbol_blocks.append(block) if isinstance(block, SymbolBlock) else None)
+    return len(layers) + sum(set_symbol_batchnorm_global_stats(block, False) for block in symbol_blocks)
