@@ -144,7 +144,7 @@ def bench_gain(args) -> None:
         rows.append((name, held["tuned"], _describe(tuned), held["images"]))
         print(f"  {name}: held-out competition {held['tuned']['kaggle_score']:.4f}, segm mAP "
               f"{held['tuned']['segm_mAP']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    print(f"\n| inference | competition score | segm mAP | settings tuned on the other half |\n| --- | --- | --- | --- |")
+    print("\n| inference | competition score | segm mAP | settings tuned on the other half |\n| --- | --- | --- | --- |")
     for name, scores, text, _ in rows:
         print(f"| {name} | {scores['kaggle_score']:.4f} | {scores['segm_mAP']:.4f} | {text} |")
     print(f"\nheld-out half: {rows[0][3]} images; {machine()}")

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -81,29 +80,14 @@ def random_checkpoint() -> str:
     return manager.best_path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def start_server(weights: str, queue_size: int) -> subprocess.Popen:
+    from gluon_fashion.serving.process import start_server_process
 
-
-def start_server(weights: str, port: int, queue_size: int) -> subprocess.Popen:
-    import requests
-
-    env = dict(os.environ, GLUON_FASHION_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, "--port", str(port),
-                             "--queue-size", str(queue_size), "--log-level", "warning"], cwd=ROOT, env=env)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"serve.py exited with {proc.returncode}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("serve.py did not start within 180 s")
+    try:
+        return start_server_process(weights, None, "--queue-size", str(queue_size), "--log-level", "warning",
+                                    timeout_s=180, capture_output=False)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def reference_round(model, paths: list) -> float:
@@ -173,9 +157,9 @@ def main() -> int:
     order = [photos[i % len(photos)] for i in range(args.requests)]
     payloads = [(p.name, p.read_bytes()) for p in order]
     model = load_model(weights)
-    port = free_port()
     # The queue holds every client's request: this measures throughput, not refusals.
-    server = start_server(weights, port, queue_size=max(16, args.clients))
+    server = start_server(weights, queue_size=max(16, args.clients))
+    port = server.port
     try:
         server_round(port, payloads[: min(4, len(payloads))], 2)  # warm-up: first calls compile and allocate
         reference_round(model, order[:2])

@@ -26,7 +26,8 @@ __all__ = ["LOOPBACK_ENV", "launch_local"]
 LOOPBACK_ENV = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1", "DMLC_INTERFACE": "lo"}
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -103,7 +104,7 @@ def launch_local(command: Sequence[str], num_workers: int, num_servers: int = 1,
     job_env = dict(os.environ)
     job_env.update(env or {})
     job_env.update(LOOPBACK_ENV)
-    job_env.update({"DMLC_PS_ROOT_PORT": str(_free_loopback_port()), "DMLC_NUM_SERVER": str(num_servers),
+    job_env.update({"DMLC_PS_ROOT_PORT": str(free_loopback_port()), "DMLC_NUM_SERVER": str(num_servers),
                     "DMLC_NUM_WORKER": str(num_workers), "PYTHONUNBUFFERED": "1"})
     # The workers share the cores (OpenMP threads spinning on an oversubscribed core slow everyone down);
     # the scheduler and servers barely compute. A user's OMP_NUM_THREADS (or one in ``env``) is kept as it is.

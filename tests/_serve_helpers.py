@@ -6,22 +6,19 @@ need: the plumbing is under test, not accuracy.
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import mxnet as mx
 import numpy as np
 
+
 from gluon_fashion.engine.checkpoint import CheckpointManager
 from gluon_fashion.labels import ClassSet
 from gluon_fashion.models.mask_rcnn import build_mask_rcnn, checkpoint_meta
 from gluon_fashion.models.segmentation import build_segmentation_model
 from gluon_fashion.models.segmentation import checkpoint_meta as segmentation_meta
+from gluon_fashion.serving.process import free_loopback_port, start_server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK_RCNN_MODEL = "mask_rcnn_resnet18_v1b_coco"
@@ -67,28 +64,6 @@ def photo_bytes(height: int = 120, width: int = 160, seed: int = 0, ext: str = "
     return data.tobytes()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(weights: str, port: int, *extra: str) -> subprocess.Popen:
-    """tools/serve.py on 127.0.0.1:``port``, returned once /healthz answers."""
-    import requests
-
-    env = dict(os.environ, GLUON_FASHION_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "serve.py"), "--weights", weights, "--host",
-                             "127.0.0.1", "--port", str(port), *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve.py exited with {proc.returncode}: {proc.stdout.read()}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("serve.py did not answer /healthz within 120 s")
+#: tools/serve.py on 127.0.0.1, returned once /healthz answers, and a free port for it.
+start_server = start_server_process
+free_port = free_loopback_port

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Iterator, Optional
+from typing import Iterator
 
 __all__ = ["StepBoundaryInterrupt"]
 
