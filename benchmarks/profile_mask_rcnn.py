@@ -55,6 +55,12 @@ def _print_top(title: str, text: str, wall_per_unit: float, unit: str, top: int 
         print(f"  {name:40s} {count:6d} {ms:9.1f} {100 * ms / total:5.1f}%")
 
 
+def _endless(loader):
+    """The loader's batches, epoch after epoch (the sample may hold fewer photos than warm-up + profiled steps)."""
+    while True:
+        yield from loader
+
+
 def profile_one(root: Path, out: Path, network: str, fpn: bool, steps: int, warmup: int) -> None:
     import mxnet as mx
 
@@ -68,12 +74,13 @@ def profile_one(root: Path, out: Path, network: str, fpn: bool, steps: int, warm
     run = MaskRCNNTrainer(build_parser().parse_args(flags))  # opens the run's files and builds it
     try:
         run.hybridize()
-        batches = iter(run.train_loader)
+        batches = _endless(run.train_loader)
         for i in range(warmup):
             run.step(next(batches), i, 0.01)
         mx.nd.waitall()
         timed = [next(batches) for _ in range(steps)]
-        mx.profiler.set_config(profile_symbolic=True, profile_imperative=True, profile_api=False, aggregate_stats=True, filename=str(out / "train_profile.json"))
+        mx.profiler.set_config(profile_symbolic=True, profile_imperative=True, profile_api=False,
+                               aggregate_stats=True, filename=str(out / "train_profile.json"))
         mx.profiler.set_state("run")
         started = time.perf_counter()
         for i, batch in enumerate(timed):
