@@ -554,8 +554,10 @@ def _output_files(task: str, paths: Sequence[Path], output: Path, with_results: 
     return files
 
 
-def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alpha: float) -> List[str]:
-    """``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``) of one prediction; the paths written."""
+def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alpha: float,
+                   draw_threshold: Optional[float] = None) -> List[str]:
+    """``<stem>_overlay.png`` (and for segmentation ``<stem>_labels.png``) of one prediction; the paths written.
+    Instances scoring below ``draw_threshold`` are left out of the picture (not of the results)."""
     from .visualize import colorize_labels, overlay_semantic, save_image
 
     written = []
@@ -566,7 +568,8 @@ def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alph
         written.append(str(labels_png))
         overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha, colors)
     else:
-        overlay = render_instances(pred.image, pred.instances, model.class_names, alpha)
+        drawn = [inst for inst in pred.instances if draw_threshold is None or inst.score >= draw_threshold]
+        overlay = render_instances(pred.image, drawn, model.class_names, alpha)
     overlay_png = output / f"{pred.path.stem}_overlay.png"
     save_image(overlay_png, overlay)
     return written + [str(overlay_png)]
@@ -580,7 +583,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
                       crop_size: Optional[int] = None, scales: Optional[Sequence[float]] = None, flip: bool = False,
                       alpha: float = 0.5, overwrite: bool = False, progress: bool = True,
                       postprocess: Optional[PathLike] = None, tta=None,
-                      test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> PredictSummary:
+                      test_budgets: Optional[Mapping[str, Optional[int]]] = None,
+                      draw_threshold: Optional[float] = None) -> PredictSummary:
     """What tools/predict.py (and tools/eval_segmentation.py --images) does: predict ``images`` (a file or
     folder) with a checkpoint (or, Mask R-CNN, several: an ensemble) and write to ``output``.
 
@@ -594,7 +598,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     ``"truncated_image": true`` on their detections in ``results.json``. ``scales``/``flip``: segmentation
     test-time augmentation. Mask R-CNN: ``postprocess`` (a file of tools/tune_postprocess.py) replaces the
     three thresholds, ``tta`` (``postprocess.Tta``) adds passes, ``test_budgets`` replace the checkpoints'
-    (:func:`load_model`). Existing outputs are refused unless ``overwrite``.
+    (:func:`load_model`). ``draw_threshold``: the overlays draw only the instances scoring at least this (None: all
+    kept). Existing outputs are refused unless ``overwrite``.
     """
     output = Path(output)
     weights_list = _weights_list(weights)
@@ -609,6 +614,8 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     task = meta["task"]
     _scale_overrides(task, short, max_size, base_size, crop_size, scales, flip)
     _check_thresholds(score_threshold, mask_threshold)
+    if draw_threshold is not None and not 0.0 <= draw_threshold <= 1.0:
+        raise UserError(f"--draw-threshold must lie in [0, 1], got {draw_threshold}")
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: exists and is not a folder")
     binary = task == "segmentation" and bool((meta.get("classes") or {}).get("binary"))
@@ -634,7 +641,7 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
     for pred in predict_images(model, reader, score_threshold, mask_threshold, max_detections, progress=progress,
                                postprocess=inference.settings, tta=inference.tta, ensemble=inference.ensemble):
         summary.predicted += 1
-        summary.files += _save_pictures(pred, model, output, alpha)
+        summary.files += _save_pictures(pred, model, output, alpha, draw_threshold)
         if not model.gives_instances:
             continue
         image_id, grid = ids[pred.path], pred.image.shape[:2]

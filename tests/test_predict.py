@@ -172,6 +172,21 @@ def test_test_budget_flags_replace_the_checkpoints_and_are_refused_for_segmentat
     assert proc.returncode == 2 and "--rcnn-max-dets" in proc.stderr and "segmentation" in proc.stderr
 
 
+def test_draw_threshold_thins_the_overlays_not_the_results(cli_prediction, sample_root, mask_rcnn_weights,
+                                                           tmp_path):
+    out = tmp_path / "drawn"
+    proc = _run_tool("predict", "--weights", mask_rcnn_weights, "--images", sample_root / "val", "--output", out,
+                     "--annotations", _gt_file(sample_root), "--score-threshold", "0", "--draw-threshold", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "results.json").read_text()) == json.loads((cli_prediction[0] / "results.json")
+                                                                            .read_text())
+    for path in sorted((sample_root / "val").glob("*.jpg")):  # a random net scores below 1: nothing drawn
+        np.testing.assert_array_equal(read_rgb(out / f"{path.stem}_overlay.png"), read_rgb(path))
+    proc = _run_tool("predict", "--weights", mask_rcnn_weights, "--images", sample_root / "val", "--output",
+                     tmp_path / "bad", "--draw-threshold", "1.5")
+    assert proc.returncode == 2 and "--draw-threshold" in proc.stderr
+
+
 def test_gt_grid_results_are_pasted_straight_onto_the_gt_grid(cli_prediction, sample_root, mask_rcnn_weights,
                                                               tmp_path):
     gt_out, _ = cli_prediction

@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--base-size", type=int, default=None, help="segmentation: long side (default: the checkpoint's)")
     p.add_argument("--crop-size", type=int, default=None, help="segmentation: window size (default: the checkpoint's)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
+    p.add_argument("--draw-threshold", type=float, default=None,
+                   help="Mask R-CNN: overlays draw only detections scoring at least this, results keep all (e.g. "
+                        "--score-threshold 0.05 for mAP with --draw-threshold 0.5; default: draw what is kept)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     return p.parse_args(argv)
 
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     summary = predict_to_folder(
         args.weights, args.images, args.output, contexts=parse_gpus(args.gpus), annotations=args.annotations,
         short=args.short, max_size=args.max_size, base_size=args.base_size, crop_size=args.crop_size,
-        alpha=args.alpha, overwrite=args.overwrite, **inference_options(args))
+        alpha=args.alpha, overwrite=args.overwrite, draw_threshold=args.draw_threshold, **inference_options(args))
     print(summary)
     return 0
 
