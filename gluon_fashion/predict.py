@@ -102,6 +102,12 @@ class LoadedModel:
         return names
 
     @property
+    def attribute_names(self) -> Optional[Dict[int, str]]:
+        """``{attribute id: name}`` a Mask R-CNN checkpoint with attributes predicts; None without attributes."""
+        table = self.meta.get("attributes") if self.task == "mask_rcnn" else None
+        return None if not table else {int(a["id"]): str(a.get("name", a["id"])) for a in table}
+
+    @property
     def gives_instances(self) -> bool:
         """False for binary segmentation checkpoints (no category to report)."""
         return bool(self.category_ids)
@@ -271,7 +277,7 @@ def _mask_rcnn_batch(model: LoadedModel, pending: Sequence[Tuple[Path, np.ndarra
     result is read back."""
     import mxnet as mx
 
-    from .models.mask_rcnn import decode_outputs, instances_from_outputs, read_network_input, run_network
+    from .models.mask_rcnn import decode_outputs, outputs_to_instances, read_network_input, run_network
 
     started = []
     for (path, image), ctx in zip(pending, model.contexts):
@@ -280,9 +286,10 @@ def _mask_rcnn_batch(model: LoadedModel, pending: Sequence[Tuple[Path, np.ndarra
         started.append((data.shape[1:], run_network(model.net, mx.nd.array(data[None], ctx=ctx))))
 
     def on_any_grid(input_size: Grid, outputs) -> Callable[[Grid], list]:
-        ids, scores, boxes, masks = decode_outputs(outputs)
-        return lambda size: instances_from_outputs(ids, scores, boxes, masks, input_size, size, model.category_ids,
-                                                   score_threshold, max_detections, mask_threshold)
+        decoded = decode_outputs(outputs)
+        return lambda size: outputs_to_instances(model.net, decoded, input_size, size, model.category_ids,
+                                                 score_threshold=score_threshold, max_detections=max_detections,
+                                                 mask_threshold=mask_threshold)
 
     return [on_any_grid(input_size, outputs) for input_size, outputs in started]
 
@@ -402,13 +409,23 @@ class _LazyMasks(collections.abc.Sequence):
 
 
 def render_instances(image: np.ndarray, instances: Sequence, class_names: Sequence[str],
-                     alpha: float = 0.5) -> np.ndarray:
-    """Overlay of instances (masks in class colours, boxes, "name score" labels) on a copy of ``image``."""
+                     alpha: float = 0.5, attribute_names: Optional[Mapping[int, str]] = None,
+                     attribute_threshold: float = 0.5) -> np.ndarray:
+    """Overlay of instances (masks in class colours, boxes, "name score" labels) on a copy of ``image``; with
+    ``attribute_names``, the names of each instance's attributes of probability >= ``attribute_threshold``
+    follow its label."""
+    from .models.mask_rcnn import predicted_attributes
     from .visualize import overlay_instances
 
     boxes = np.array([inst.box for inst in instances], dtype=np.float64).reshape(-1, 4)
+    extra = None
+    if attribute_names is not None:
+        extra = [", ".join(attribute_names.get(a, str(a))
+                           for a in predicted_attributes(getattr(inst, "attributes", None) or {}, attribute_threshold))
+                 for inst in instances]
     return overlay_instances(image, _LazyMasks(instances), boxes, [inst.category_id for inst in instances],
-                             [inst.score for inst in instances], class_names=class_names, alpha=alpha)
+                             [inst.score for inst in instances], class_names=class_names, alpha=alpha,
+                             extra_labels=extra)
 
 
 # ------------------------------------------------------------------- ensembles, TTA and tuned settings
@@ -566,7 +583,7 @@ def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alph
         written.append(str(labels_png))
         overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha, colors)
     else:
-        overlay = render_instances(pred.image, pred.instances, model.class_names, alpha)
+        overlay = render_instances(pred.image, pred.instances, model.class_names, alpha, model.attribute_names)
     overlay_png = output / f"{pred.path.stem}_overlay.png"
     save_image(overlay_png, overlay)
     return written + [str(overlay_png)]
