@@ -669,6 +669,9 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         record = {"id": image_id, "file_name": pred.path.name, "height": int(grid[0]), "width": int(grid[1]),
                   "path": str(pred.path)}
         detections = to_coco_results(image_id, instances)
+        if model.attribute_names is not None:  # the names beside the ids, for a reader of the file
+            detections = [dict(det, attribute_names=[model.attribute_names.get(a, str(a))
+                                                     for a in det.get("attribute_ids", [])]) for det in detections]
         if pred.path in reader.truncated:
             # Marked where a reader of either file sees it; COCO tools ignore the extra key.
             record["truncated"] = True
@@ -752,7 +755,8 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                      max_detections: int = DEFAULT_MAX_DETECTIONS, allow_missing: bool = False,
                                      overwrite: bool = False, progress: bool = True,
                                      postprocess: Optional[PathLike] = None, tta=None,
-                                     test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> SubmissionResult:
+                                     test_budgets: Optional[Mapping[str, Optional[int]]] = None,
+                                     attribute_threshold: float = 0.5) -> SubmissionResult:
     """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
     checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
 
@@ -766,12 +770,17 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     Mask R-CNN: ``weights`` may list several checkpoints (an ensemble of one class set), ``tta``
     (``postprocess.Tta``) adds passes, ``postprocess`` (tools/tune_postprocess.py's file) replaces the
     three thresholds (``gluon_fashion.postprocess``); ``test_budgets`` replace the checkpoints' (:func:`load_model`).
+    A checkpoint with attributes fills the 2020 format's AttributesIds (and, 2019, nothing: not scored) with the
+    attributes of probability >= ``attribute_threshold``.
     """
+    from .evaluation.attributes import check_attribute_threshold
+    from .models.mask_rcnn import predicted_attributes
     from .submission import FORMATS, check_submission, read_sample_ids, submission_size, write_submission
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     _check_thresholds(score_threshold, mask_threshold)
+    check_attribute_threshold(attribute_threshold)
     output, test_root = Path(output), Path(test_root)
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; pass --overwrite to replace it")
@@ -808,8 +817,10 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                    postprocess=inference.settings, tta=inference.tta, ensemble=inference.ensemble):
             size = pred.image.shape[:2]
             sizes[image_id_of[pred.path]] = size
-            yield image_id_of[pred.path], [Instance(inst.category_id, inst.score, inst.rle)
-                                           for inst in pred.instances_at(submission_size(fmt, *size))]
+            yield image_id_of[pred.path], [
+                Instance(inst.category_id, inst.score, inst.rle,
+                         tuple(predicted_attributes(getattr(inst, "attributes", None) or {}, attribute_threshold)))
+                for inst in pred.instances_at(submission_size(fmt, *size))]
 
     # Tuned settings (per-category thresholds included) were applied to the instances already.
     summary = write_submission(predictions(), sample_csv, output, fmt=fmt,

@@ -112,3 +112,196 @@ def test_per_attribute_ap_ranks_matched_detections_by_probability():
 def test_average_precision():
     assert average_precision([0.9, 0.8, 0.7], [True, False, True]) == pytest.approx((1 + 2 / 3) / 2)
     assert math.isnan(average_precision([0.5], [False]))
+
+
+# --------------------------------------------------------------------------------------------- model
+from gluon_fashion.convert import convert_imaterialist  # noqa: E402
+from gluon_fashion.data.coco_json import read_attribute_table  # noqa: E402
+from gluon_fashion.data.instance import FashionInstance, split_files  # noqa: E402
+from gluon_fashion.errors import UserError  # noqa: E402
+from gluon_fashion.models.mask_rcnn import attribute_targets, build_mask_rcnn, load_mask_rcnn  # noqa: E402
+from gluon_fashion.synthetic import make_sample_dataset  # noqa: E402
+from gluon_fashion.trainers.mask_rcnn import build_parser, train  # noqa: E402
+
+LIMITS = dict(rpn_train_pre_nms=256, rpn_train_post_nms=64, rcnn_num_sample=32, rpn_test_pre_nms=256,
+              rpn_test_post_nms=32)
+SMALL = ["--network", "resnet18_v1b", "--no-pretrained", "--short", "160", "--max-size", "224",
+         "--rpn-train-pre-nms", "256", "--rpn-train-post-nms", "64", "--rcnn-num-sample", "32",
+         "--rpn-test-pre-nms", "256", "--rpn-test-post-nms", "32", "--log-interval", "1", "-j", "0", "--epochs", "1"]
+
+
+def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter)
+
+
+def test_attribute_targets_of_sampled_rois_are_their_matched_ground_truths():
+    mx.random.seed(0)
+    net = build_mask_rcnn("mask_rcnn_resnet18_v1b_coco", [0, 1, 2], pretrained=False,
+                          attributes=[11, 22, 33, 44], **LIMITS)
+    boxes = np.array([[8, 8, 70, 90], [90, 10, 150, 60], [80, 100, 150, 150]], dtype=np.float32)
+    classes = np.array([[0], [1], [2]], dtype=np.float32)
+    multi_hot = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32)
+    image = mx.nd.random.normal(shape=(1, 3, 160, 160))
+    with mx.autograd.train_mode():
+        outputs = net(image, mx.nd.array(boxes[None]), mx.nd.array(classes[None]))
+    assert len(outputs) == 14
+    rois, matches, cls_targets, indices, attribute_pred = (outputs[3], outputs[5], outputs[9], outputs[12],
+                                                           outputs[13])
+    targets, weights = attribute_targets(mx.nd.array(multi_hot[None]), matches, cls_targets, indices)
+    assert targets.shape == attribute_pred.shape == (1, indices.shape[1], 4)
+    chosen = indices[0].asnumpy().astype(int)
+    foreground = np.flatnonzero(weights[0, :, 0].asnumpy())
+    assert len(foreground) >= 3
+    seen = set()
+    for k in foreground:
+        roi = rois[0, chosen[k]].asnumpy()
+        ious = _box_iou(roi, boxes)
+        best = int(np.argmax(ious))
+        assert ious[best] >= 0.5
+        assert np.array_equal(targets[0, k].asnumpy(), multi_hot[best])
+        assert cls_targets[0, chosen[k]].asscalar() == classes[best, 0] + 1  # background is 0
+        seen.add(best)
+    assert seen == {0, 1, 2}
+    background = np.flatnonzero(weights[0, :, 0].asnumpy() == 0)
+    assert all(cls_targets[0, chosen[k]].asscalar() <= 0 for k in background)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """Sample dataset (5 images: 4 train, 1 val) converted to COCO JSON."""
+    root = tmp_path_factory.mktemp("attributes") / "sample"
+    make_sample_dataset(root, num_train=5, num_test=1, seed=3, max_size=320, progress=False)
+    convert_imaterialist(root, val_num=1, num_workers=1, progress=False)
+    return root
+
+
+def _train(data_root: Path, save_prefix: Path, *flags: str) -> str:
+    args = build_parser().parse_args(["--dataset-root", str(data_root), "--save-prefix", f"{save_prefix}/"]
+                                     + SMALL + list(flags))
+    train(args)
+    return str(save_prefix / "mask_rcnn_resnet18_v1b_imaterialist")
+
+
+def test_attribute_table_and_labels_come_from_the_data(data_root, tmp_path):
+    ann_file, image_dir = split_files(data_root, "train")
+    doc = json.loads(ann_file.read_text())
+    used = sorted({a for ann in doc["annotations"] for a in ann["attribute_ids"]})
+    table = read_attribute_table(ann_file)
+    names = {a["id"]: a["name"] for a in doc["attributes"]}
+    assert [a["id"] for a in table] == used and all(a["name"] == names[a["id"]] for a in table)
+    dataset = FashionInstance(ann_file, image_dir, attribute_ids=used)
+    by_image = {}
+    for ann in doc["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    for i in range(len(dataset)):
+        _, label, _ = dataset[i]
+        anns = by_image[dataset.image_records[i]["id"]]
+        assert label.shape == (len(anns), 5 + len(used))
+        expected = sorted(tuple(float(a in ann["attribute_ids"]) for a in used) for ann in anns)
+        assert sorted(tuple(row) for row in label[:, 5:]) == expected
+
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({**doc, "annotations": [{**a, "attribute_ids": []} for a in doc["annotations"]]}))
+    with pytest.raises(UserError, match="no annotation has attribute_ids"):
+        read_attribute_table(bare)
+
+
+@pytest.fixture(scope="module")
+def attribute_run(data_root, tmp_path_factory) -> str:
+    """Prefix of a one-epoch --attributes run (loss weight 2) on the sample."""
+    return _train(data_root, tmp_path_factory.mktemp("attribute_run"), "--attributes", "--attribute-loss-weight", "2")
+
+
+def test_training_with_attributes_logs_attr_loss_and_checkpoints_rebuild_the_head(data_root, attribute_run):
+    prefix = attribute_run
+    steps = [json.loads(line) for line in Path(prefix + "_metrics.jsonl").read_text().splitlines()
+             if '"train_iter"' in line]
+    assert len(steps) == 4
+    losses = [s["values"]["attr_loss"] for s in steps]
+    assert all(math.isfinite(v) and v >= 0 for v in losses) and any(v > 0 for v in losses)
+    assert all(s["values"]["loss"] == pytest.approx(sum(v for k, v in s["values"].items()
+                                                        if k.endswith("_loss"))) for s in steps)
+    assert "attr_loss" in Path(prefix + "_train.log").read_text()
+    net, meta = load_mask_rcnn(prefix + "_best.params")
+    table = read_attribute_table(split_files(data_root, "train")[0], list(range(46)))
+    assert meta["attributes"] == table and net.attributes == table
+    validation = json.loads(Path(prefix + "_val_metrics.json").read_text())
+    assert "fashionpedia_AP" in json.dumps(validation)
+
+
+def test_predictions_of_an_attribute_model_carry_attributes_and_evaluate(data_root, attribute_run, tmp_path):
+    from gluon_fashion.evaluation import evaluate_files
+    from gluon_fashion.predict import predict_to_folder
+
+    val_gt, val_images = split_files(data_root, "val")
+    summary = predict_to_folder(attribute_run + "_best.params", val_images, tmp_path / "predicted",
+                                annotations=val_gt, score_threshold=0.0, progress=False)
+    results = json.loads((tmp_path / "predicted" / "results.json").read_text())
+    table = {a["id"]: a["name"] for a in load_mask_rcnn(attribute_run + "_best.params", hybridize=False)[1]["attributes"]}
+    assert results and summary.files
+    for det in results:
+        scores = {int(a): p for a, p in det["attribute_scores"].items()}
+        assert set(scores) == set(table)
+        assert det["attribute_ids"] == sorted(a for a, p in scores.items() if p >= 0.5)
+        assert det["attribute_names"] == [table[a] for a in det["attribute_ids"]]
+    metrics = evaluate_files(val_gt, tmp_path / "predicted" / "results.json", kaggle=False, echo=lambda _: None)
+    assert set(metrics["attributes"]) >= {"fashionpedia_AP", "attribute_mAP", "per_attribute"}
+
+
+def _sample_2020(data_root: Path, path: Path) -> Path:
+    import csv
+
+    from gluon_fashion.submission import read_sample_ids
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(
+            [["ImageId", "EncodedPixels", "ClassId", "AttributesIds"]]
+            + [[Path(i).stem, "1 1", "23", ""] for i in read_sample_ids(data_root / "sample_submission.csv")])
+    return path
+
+
+def _rows(path: Path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))[1:]
+
+
+def test_2020_submission_of_an_attribute_model_fills_attributes_and_passes_the_checker(data_root, attribute_run,
+                                                                                     tmp_path):
+    from gluon_fashion.predict import write_submission_from_checkpoint
+    from gluon_fashion.submission import check_submission
+
+    sample = _sample_2020(data_root, tmp_path / "sample_2020.csv")
+    ids = [a["id"] for a in load_mask_rcnn(attribute_run + "_best.params", hybridize=False)[1]["attributes"]]
+    every = write_submission_from_checkpoint(attribute_run + "_best.params", data_root / "test", sample,
+                                             tmp_path / "every.csv", fmt="2020", score_threshold=0.0,
+                                             attribute_threshold=0.0, progress=False)
+    rows = [r for r in _rows(tmp_path / "every.csv") if r[1] != "1 1"]
+    assert every.violations == [] and check_submission(tmp_path / "every.csv", sample_csv=sample) == []
+    assert rows and all(r[3] == ",".join(map(str, sorted(ids))) for r in rows)  # threshold 0: every attribute
+    # At 0.5, each row holds only some of them (the network's own choice); the file still passes the checker.
+    half = write_submission_from_checkpoint(attribute_run + "_best.params", data_root / "test", sample,
+                                            tmp_path / "half.csv", fmt="2020", score_threshold=0.0, progress=False)
+    assert half.violations == []
+    assert all(set(r[3].split(",")) <= {str(i) for i in ids} for r in _rows(tmp_path / "half.csv") if r[3])
+    with pytest.raises(UserError, match="--attribute-threshold"):
+        write_submission_from_checkpoint(attribute_run + "_best.params", data_root / "test", sample,
+                                         tmp_path / "bad.csv", fmt="2020", attribute_threshold=1.5, progress=False)
+
+
+def test_checkpoint_without_attributes_still_loads_and_predicts(data_root, tmp_path):
+    from gluon_fashion.predict import predict_to_folder
+
+    prefix = _train(data_root, tmp_path / "plain")
+    net, meta = load_mask_rcnn(prefix + "_best.params")
+    assert "attributes" not in meta and net.attributes is None
+    val_gt, val_images = split_files(data_root, "val")
+    predict_to_folder(prefix + "_best.params", val_images, tmp_path / "predicted", annotations=val_gt,
+                      score_threshold=0.0, progress=False)
+    results = json.loads((tmp_path / "predicted" / "results.json").read_text())
+    assert results and not any("attribute_ids" in r or "attribute_scores" in r for r in results)

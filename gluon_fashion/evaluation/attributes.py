@@ -29,10 +29,17 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
+from ..errors import UserError
 from .coco import GroundTruth, Results, _results_coco, coco_from_dict, load_coco_gt, load_results
 
 #: t_F1 of the Fashionpedia metric (as its API: 0.50, 0.55, ..., 0.95).
 F1_THRESHOLDS = tuple(float(t) for t in np.round(np.linspace(0.5, 0.95, 10), 2))
+
+
+def check_attribute_threshold(value: Optional[float], flag: str = "--attribute-threshold") -> None:
+    """UserError naming ``flag`` unless ``value`` is None or a probability in [0, 1]."""
+    if value is not None and not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"{flag} must lie in [0, 1], got {value}")
 
 
 def attribute_f1(truth: Set[int], predicted: Set[int], vocabulary_size: int) -> float:

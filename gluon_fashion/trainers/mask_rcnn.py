@@ -223,6 +223,7 @@ def validation_ground_truth(annotation_file: Path, category_ids: Sequence[int], 
         "annotations": [a for a in data["annotations"]
                         if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
         "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
+        "attributes": data.get("attributes") or [],  # the attribute metrics' F1 vocabulary
     }
     return coco_from_dict(subset)
 
@@ -438,6 +439,17 @@ class MaskRCNNTrainer(TrainingRun):
                    for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
         # No ground truth at all (a tiny val subset) scores 0, not NaN, so "best" still works.
         segm = 0.0 if math.isnan(metrics.segm_mAP) and not self.val_gt.getAnnIds() else metrics.segm_mAP
+        details = metrics.as_dict()
+        if self.attributes:
+            from ..evaluation.attributes import evaluate_attributes, format_attribute_table
+
+            attribute_metrics = evaluate_attributes(self.val_gt, results)
+            log.info("attributes after epoch %d:\n%s", epoch, format_attribute_table(attribute_metrics))
+            for name, value in (("attribute_mAP", attribute_metrics.mean_attribute_ap),
+                                ("fashionpedia_AP", attribute_metrics.fashionpedia_ap),
+                                ("fashionpedia_AP_iou50_f150", attribute_metrics.fashionpedia_ap_iou50_f150)):
+                scalars[name] = 0.0 if math.isnan(value) else value
+            details["attributes"] = attribute_metrics.as_dict()
         from ..engine.samples import SAMPLE_IMAGES, instance_samples, log_samples
         from ..report import category_names
 
@@ -446,7 +458,7 @@ class MaskRCNNTrainer(TrainingRun):
             self.val_gt, results, [(self.valset.image_records[i]["id"], self.valset.image_path(i))
                                    for i in self.val_indices[:SAMPLE_IMAGES]],
             category_names(self.val_gt.dataset.get("categories", []))), iteration)
-        return Validation(metric=segm, scalars=scalars, details=metrics.as_dict())
+        return Validation(metric=segm, scalars=scalars, details=details)
 
     def close(self) -> None:
         self.executor = None  # its worker threads end with it
