@@ -305,3 +305,25 @@ def test_checkpoint_without_attributes_still_loads_and_predicts(data_root, tmp_p
                       score_threshold=0.0, progress=False)
     results = json.loads((tmp_path / "predicted" / "results.json").read_text())
     assert results and not any("attribute_ids" in r or "attribute_scores" in r for r in results)
+
+
+def test_server_answers_attributes_of_an_attribute_model(data_root, attribute_run, tmp_path):
+    from starlette.testclient import TestClient
+
+    from gluon_fashion.predict import ImageReader, load_model, predict_images
+    from gluon_fashion.serving import PredictionService
+    from gluon_fashion.serving.app import create_app
+
+    model = load_model(attribute_run + "_best.params")
+    photo = sorted((data_root / "test").glob("*.jpg"))[0]
+    service = PredictionService(model, queue_size=2, score_threshold=0.0)
+    with TestClient(create_app(service, max_bytes=2_000_000, max_pixels=1000 * 1000)) as client:
+        response = client.post("/predict", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    (pred,) = list(predict_images(model, ImageReader([photo]), score_threshold=0.0, progress=False))
+    answered = response.json()["instances"]
+    assert len(answered) == len(pred.instances) > 0
+    for got, want in zip(answered, pred.instances):
+        assert got["attribute_scores"] == {str(a): pytest.approx(p, abs=1e-4) for a, p in want.attributes.items()}
+        assert got["attribute_ids"] == sorted(a for a, p in want.attributes.items() if p >= 0.5)
+        assert got["attribute_names"] == [model.attribute_names[a] for a in got["attribute_ids"]]
