@@ -327,3 +327,42 @@ def test_server_answers_attributes_of_an_attribute_model(data_root, attribute_ru
         assert got["attribute_scores"] == {str(a): pytest.approx(p, abs=1e-4) for a, p in want.attributes.items()}
         assert got["attribute_ids"] == sorted(a for a, p in want.attributes.items() if p >= 0.5)
         assert got["attribute_names"] == [model.attribute_names[a] for a in got["attribute_ids"]]
+
+
+def test_tuned_attribute_threshold_is_the_one_that_makes_the_pairs_right():
+    gt = _gt([(0, (0, 0, 20), [1]), (0, (22, 0, 20), [3]), (0, (0, 22, 20), [1, 3])])
+    # attribute 1's and 3's probabilities: the true ones all lie in [0.62, 0.8], the false ones in [0.35, 0.55]
+    dets = [_det(0, (0, 0, 20), 0.9, [], {1: 0.8, 3: 0.55}),
+            _det(0, (22, 0, 20), 0.8, [], {1: 0.35, 3: 0.62}),
+            _det(0, (0, 22, 20), 0.7, [], {1: 0.7, 3: 0.65})]
+    from gluon_fashion.evaluation.attributes import tune_attribute_threshold
+
+    best, tried = tune_attribute_threshold(gt, dets)
+    assert 0.55 < best <= 0.62
+    assert tried[best] == pytest.approx(1.0) and tried[0.3] < 1.0 and tried[0.85] < 1.0
+    with pytest.raises(UserError, match="attribute_scores"):
+        tune_attribute_threshold(gt, [_det(0, (0, 0, 20), 0.9, [1])])
+
+
+def test_evaluate_cli_reports_attributes_tunes_the_threshold_and_refuses_a_bad_one(tmp_path):
+    import subprocess
+    import sys
+
+    gt_path, results_path = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_path.write_text(json.dumps(_gt([(0, (0, 0, 20), [1]), (0, (22, 0, 20), [3])])))
+    results_path.write_text(json.dumps([_det(0, (0, 0, 20), 0.9, [1], {1: 0.8, 3: 0.3}),
+                                        _det(0, (22, 0, 20), 0.8, [1], {1: 0.52, 3: 0.7})]))
+    tool = [sys.executable, str(Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"),
+            "--annotations", str(gt_path), "--results", str(results_path), "--no-kaggle"]
+    done = subprocess.run(tool + ["--tune-attribute-threshold", "--json-out", str(tmp_path / "m.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Fashionpedia AP (IoU+F1)" in done.stdout and "best attribute threshold" in done.stdout
+    written = json.loads((tmp_path / "m.json").read_text())
+    # as written, the second detection's "1" is wrong (pair F1 < 0.5): one of two found, at precision 1, is
+    # COCO's 51 of 101 recall points; tuned, both pairs are right
+    assert written["attributes"]["fashionpedia_AP_iou50_f150"] == pytest.approx(51 / 101)
+    assert 0.52 < written["attribute_threshold_tuned"]["best"] <= 0.7
+    bad = subprocess.run(tool + ["--attribute-threshold", "2"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "--attribute-threshold" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -25,12 +25,13 @@ def _refuse_existing(path: Optional[PathLike], flag: str, overwrite: bool) -> No
 def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[PathLike] = None,
                    plot: Optional[PathLike] = None, kaggle: bool = True, score_threshold: float = 0.0,
                    overwrite: bool = False, echo: Callable[[str], None] = print,
-                   attribute_threshold: Optional[float] = None) -> Dict:
+                   attribute_threshold: Optional[float] = None, tune_attribute_threshold: bool = False) -> Dict:
     """What tools/evaluate.py does: box and mask mAP, the per-class table, the competition score, and
     optionally a metrics JSON (keys bbox_mAP, segm_mAP, kaggle_score, per_class, ...) and a PR/AP plot.
     Results that carry attributes (``attribute_ids``/``attribute_scores``) are also scored as attributes
     (``evaluation.attributes``: per-attribute AP/F1, the Fashionpedia metric; key ``attributes``), their
-    predicted sets re-derived at ``attribute_threshold`` when given.
+    predicted sets re-derived at ``attribute_threshold`` when given. ``tune_attribute_threshold``: also find the
+    attribute threshold of the best Fashionpedia AP (key ``attribute_threshold_tuned``; for write_submission.py).
 
     Returns the metrics dictionary that ``json_out`` receives.
     """
@@ -71,6 +72,17 @@ def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[
         attribute_metrics = evaluate_attributes(coco_gt, detections, attribute_threshold)
         summary["attributes"] = attribute_metrics.as_dict()
         echo(format_attribute_table(attribute_metrics))
+        if tune_attribute_threshold:
+            from .attributes import tune_attribute_threshold as tune
+
+            best, tried = tune(coco_gt, detections)
+            summary["attribute_threshold_tuned"] = {"best": best, "fashionpedia_AP": tried}
+            echo("attribute threshold -> Fashionpedia AP: "
+                 + ", ".join(f"{t:.2f}: {100 * ap:.1f}" for t, ap in tried.items()))
+            echo(f"best attribute threshold {best:.2f} (pass write_submission.py --attribute-threshold {best:.2f})")
+    elif tune_attribute_threshold:
+        raise UserError(f"--tune-attribute-threshold: {results} has no detection with attributes (predict with a "
+                        "checkpoint trained with --attributes)")
     if json_out is not None:
         atomic_write_json(json_out, summary, indent=2)
         echo(f"metrics written to {json_out}")

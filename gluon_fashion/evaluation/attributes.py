@@ -202,6 +202,31 @@ def evaluate_attributes(gt: Union[GroundTruth, Dict], results: Results, attribut
                             num_pairs=len(pairs), attributed_categories=attributed, per_attribute=rows)
 
 
+#: The attribute thresholds :func:`tune_attribute_threshold` tries by default.
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(2, 19))
+
+
+def tune_attribute_threshold(gt: Union[GroundTruth, Dict], results: Results,
+                             thresholds: Sequence[float] = THRESHOLD_GRID) -> Tuple[float, Dict[float, float]]:
+    """The attribute probability threshold (for ``write_submission.py --attribute-threshold``) under which
+    ``results`` (with ``attribute_scores``) score the best Fashionpedia AP against ``gt``, and the AP at each
+    threshold tried (ties: the lowest threshold). The metric the 2020 competition ranked by is that AP, and
+    the threshold decides each detection's attribute set, hence which pairs pass the F1 gate."""
+    coco_gt = coco_from_dict(gt) if isinstance(gt, dict) else load_coco_gt(gt)
+    dets = load_results(results, coco_gt, ("segm",))
+    if not any(d.get("attribute_scores") for d in dets):
+        raise UserError("the results carry no attribute_scores (predict with a checkpoint trained with "
+                        "--attributes) to tune an attribute threshold on")
+    for value in thresholds:
+        check_attribute_threshold(value)
+    scores = {}
+    for value in thresholds:
+        ap = evaluate_attributes(coco_gt, dets, attribute_threshold=float(value)).fashionpedia_ap
+        scores[float(value)] = 0.0 if math.isnan(ap) else ap
+    best = max(scores, key=lambda t: (scores[t], -t))
+    return best, scores
+
+
 def _matched_pairs(evaluator: COCOeval) -> List[Tuple[int, int]]:
     """(detection id, ground-truth id) pairs pycocotools matched at IoU 0.5 (all areas, 100 detections)."""
     all_areas = evaluator.params.areaRng[0]
