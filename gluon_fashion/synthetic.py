@@ -39,6 +39,9 @@ INNER_TOPS = (SHIRT, TOP, SWEATER)
 OUTERWEAR = (CARDIGAN, JACKET, VEST, COAT, CAPE)
 BOTTOMS = (PANTS, SHORTS, SKIRT)
 
+#: Changes whenever a seed's images or annotations change (2: attributes are drawn), so caches of a sample
+#: (benchmarks/_work) can tell a stale one.
+REVISION = 2
 #: Marker file that says a folder was written by this generator (so ``overwrite`` may replace it).
 MARKER_NAME = ".gluon_fashion_sample.json"
 FORMATS = ("2019", "2020")

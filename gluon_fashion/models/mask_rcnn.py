@@ -587,9 +587,9 @@ def to_coco_results(image_id: int, instances: Iterable[Instance],
                  "bbox": [round(float(inst.box[0]), 2), round(float(inst.box[1]), 2),
                           round(float(inst.box[2] - inst.box[0]), 2), round(float(inst.box[3] - inst.box[1]), 2)],
                  "segmentation": inst.rle}
-        if inst.attributes is not None:
-            entry["attribute_ids"] = predicted_attributes(inst.attributes, attribute_threshold)
+        if inst.attributes is not None:  # the ids from the written probabilities, so the file agrees with itself
             entry["attribute_scores"] = {str(a): round(p, 4) for a, p in inst.attributes.items()}
+            entry["attribute_ids"] = predicted_attributes(entry["attribute_scores"], attribute_threshold)
         results.append(entry)
     return results
 

@@ -321,9 +321,10 @@ def _attribute_fields(inst, attribute_names: Optional[Mapping[int, str]]) -> Dic
     probabilities = getattr(inst, "attributes", None)
     if attribute_names is None or probabilities is None:
         return {}
-    ids = predicted_attributes(probabilities)
+    scores = {str(a): round(float(p), 4) for a, p in probabilities.items()}
+    ids = predicted_attributes(scores)  # from the rounded values the answer shows, as predict.py's results
     return {"attribute_ids": ids, "attribute_names": [attribute_names.get(a, str(a)) for a in ids],
-            "attribute_scores": {str(a): round(float(p), 4) for a, p in probabilities.items()}}
+            "attribute_scores": scores}
 
 
 def _encode_png(rgb: np.ndarray) -> bytes:
