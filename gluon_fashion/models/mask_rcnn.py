@@ -108,14 +108,18 @@ class AttributeHead(mx.gluon.HybridBlock):
 
     The features are those of the mask head's input. A 1x1 convolution narrows the channels and a hidden layer
     sees the whole (7x7) grid rather than its average: sleeve and garment lengths are geometry, where in the
-    box the garment reaches, which a global average pool would wash out."""
+    box the garment reaches, which a global average pool would wash out. BatchNorm after the convolution keeps
+    the logits in range whatever the scale of the features (those of a randomly initialised FPN are large:
+    without it the first attribute losses were ~30 and the run diverged)."""
 
     GRID = 7
 
     def __init__(self, num_attributes: int, channels: int = 64, hidden: int = 256, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.reduce = mx.gluon.nn.Conv2D(channels, 1, activation="relu")
+            self.reduce = mx.gluon.nn.HybridSequential()
+            self.reduce.add(mx.gluon.nn.Conv2D(channels, 1, use_bias=False), mx.gluon.nn.BatchNorm(),
+                            mx.gluon.nn.Activation("relu"))
             self.hidden = mx.gluon.nn.Dense(hidden, activation="relu")
             # Attributes are rare: start every probability near 1% so the first steps are not spent unlearning 0.5.
             self.out = mx.gluon.nn.Dense(num_attributes, bias_initializer=mx.init.Constant(-4.6))
@@ -327,10 +331,15 @@ def attribute_targets(gt_attributes: mx.nd.NDArray, matches: mx.nd.NDArray, cls_
 
 def trainable_params(net, pretrained: bool):
     """The parameters to train: GluonCV's fine-tuning set (``collect_train_params``: stem, first stage and
-    BatchNorm frozen) when starting from weights; every parameter for random initialisation, where frozen
-    layers would stay random for good (the trainer then also lets BatchNorm learn its statistics:
-    ``models.batchnorm.learn_batchnorm_statistics``)."""
-    return net.collect_train_params() if pretrained else net.collect_params()
+    BatchNorm frozen) when starting from weights, plus the attribute head if any (new, so never frozen);
+    every parameter for random initialisation, where frozen layers would stay random for good (the trainer then
+    also lets BatchNorm learn its statistics: ``models.batchnorm.learn_batchnorm_statistics``)."""
+    if not pretrained:
+        return net.collect_params()
+    params = net.collect_train_params()
+    if getattr(net, "attributes", None):
+        params.update(net.attribute.collect_params())
+    return params
 
 
 def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, max_size: int,
