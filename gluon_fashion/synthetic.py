@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .fileio import PathLike, atomic_open, atomic_write_bytes, atomic_write_json
-from .labels import (ATTRIBUTES, CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES, class_id_string,
-                     label_descriptions, short_name)
+from .labels import (ATTRIBUTES, CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES,
+                     class_id_string, label_descriptions, short_name)
 from .rle import mask_to_coco, mask_to_runs, runs_to_kaggle
 
 SHIRT, TOP, SWEATER, CARDIGAN, JACKET, VEST, PANTS, SHORTS, SKIRT, COAT, DRESS, JUMPSUIT, CAPE = range(13)
@@ -627,7 +627,8 @@ class _FigurePainter:
         if category == COAT:
             length = _pick(rng, ((PEA_COAT, 0.3), (None, 0.4), (DUSTER, 0.3)))
             attrs = _with(length)
-            hem_y = {PEA_COAT: b.hip_y, None: b.knee_y, DUSTER: b.ankle_y - 0.3 * u}[length] + rng.uniform(-0.1, 0.3) * u
+            hem_y = ({PEA_COAT: b.hip_y, None: b.knee_y, DUSTER: b.ankle_y - 0.3 * u}[length]
+                     + rng.uniform(-0.1, 0.3) * u)
             hem_half = rng.uniform(1.0, 1.3) * u * b.build
         elif category == JACKET:
             hem_y = b.hip_y + rng.uniform(-0.2, 0.35) * u

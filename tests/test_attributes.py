@@ -241,7 +241,8 @@ def test_predictions_of_an_attribute_model_carry_attributes_and_evaluate(data_ro
     summary = predict_to_folder(attribute_run + "_best.params", val_images, tmp_path / "predicted",
                                 annotations=val_gt, score_threshold=0.0, progress=False)
     results = json.loads((tmp_path / "predicted" / "results.json").read_text())
-    table = {a["id"]: a["name"] for a in load_mask_rcnn(attribute_run + "_best.params", hybridize=False)[1]["attributes"]}
+    meta = load_mask_rcnn(attribute_run + "_best.params", hybridize=False)[1]
+    table = {a["id"]: a["name"] for a in meta["attributes"]}
     assert results and summary.files
     for det in results:
         scores = {int(a): p for a, p in det["attribute_scores"].items()}

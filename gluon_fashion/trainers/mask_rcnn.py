@@ -163,7 +163,8 @@ class AttributeForwardBackward:
              box_masks, indices, attribute_pred) = self.net(data, label[:, :, :4], label[:, :, 4:5])
             rpn_score = rpn_score.squeeze(axis=-1)
             rpn_pos = (rpn_cls_targets >= 0).sum()
-            rpn_cls = self.rpn_cls_loss(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0) * rpn_cls_targets.size / rpn_pos
+            rpn_cls = (self.rpn_cls_loss(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0)
+                       * rpn_cls_targets.size / rpn_pos)
             rpn_reg = self.rpn_box_loss(rpn_box, rpn_box_targets, rpn_box_masks) * rpn_box.size / rpn_pos
             rcnn_pos = (cls_targets >= 0).sum()
             rcnn_cls = (self.rcnn_cls_loss(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0)
