@@ -4,6 +4,7 @@
     python benchmarks/bench_mask_rcnn.py --mode pipeline      # photo-sized images: samples/s and mask memory
     python benchmarks/bench_mask_rcnn.py --mode train         # training samples/s: C4/FPN x 1/2 CPU contexts
     python benchmarks/bench_mask_rcnn.py --mode convergence   # ~17 min: val segm mAP over time (target 0.3)
+    python benchmarks/bench_mask_rcnn.py --mode convergence --attributes   # also attribute AP, Fashionpedia AP
 
 pipeline: photos with a long side of 3000-4500 px and their instances (sample generator, once, under
 benchmarks/_work/), loaded as in training (``FashionInstance`` + ``MaskRCNNTrainTransform`` at 800/1333 with
@@ -44,8 +45,8 @@ SMALL_BUDGET = ["--rpn-train-pre-nms", "300", "--rpn-train-post-nms", "100", "--
 def converted_sample(name: str, **kwargs) -> Path:
     """Generate (once) a sample dataset under benchmarks/_work and convert it."""
     from gluon_fashion.convert import convert_imaterialist
-    from gluon_fashion.synthetic import make_sample_dataset
-    root = WORK / name
+    from gluon_fashion.synthetic import REVISION, make_sample_dataset
+    root = WORK / f"{name}_r{REVISION}"  # a sample of an older generator is not reused
     if not (root / "annotations" / "rle_instances_train.json").is_file():
         val_num = kwargs.pop("val_num", 1)
         make_sample_dataset(root, overwrite=True, progress=False, **kwargs)
@@ -162,6 +163,7 @@ def bench_train(args) -> None:
                      "--epochs", "1", "--cpu-contexts", str(contexts), "--batch-size", str(contexts),
                      "--lr", "0.005", "--lr-warmup", "0", "-j", "1", "--val-max-images", "1",
                      "--log-interval", "1"] + SMALL_BUDGET + (["--use-fpn"] if fpn else [])
+            flags += ["--attributes"] if args.attributes else []
             train(build_parser().parse_args(flags))
             prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
             name = f"mask_rcnn_{'fpn_' if fpn else ''}{network}"
@@ -184,6 +186,7 @@ def bench_convergence(args) -> None:
              "--rcnn-num-sample", str(args.rcnn_num_sample), "--rcnn-pos-ratio", str(args.rcnn_pos_ratio),
              "--rpn-test-pre-nms", "600", "--rpn-test-post-nms", "100", "--seed", str(args.seed)]
     flags += ["--use-fpn"] if args.use_fpn else []
+    flags += ["--attributes"] if args.attributes else []
     flags += ["--pretrained-weights", args.pretrained_weights] if args.pretrained_weights else ["--no-pretrained"]
     started, started_wall = time.perf_counter(), time.time()
     result = train(build_parser().parse_args(flags))
@@ -191,8 +194,10 @@ def bench_convergence(args) -> None:
     prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
     curve = validation_curve(prefix + "_metrics.jsonl", started_wall)
     for epoch, minute, values in curve:
+        attributes = (f", attribute mAP {values['attribute_mAP']:.3f}, Fashionpedia AP {values['fashionpedia_AP']:.3f}"
+                      f" (IoU/F1 0.5: {values['fashionpedia_AP_iou50_f150']:.3f})" if "attribute_mAP" in values else "")
         print(f"epoch {epoch:3d} ({minute:5.1f} min): segm mAP {values['segm_mAP']:.3f}, "
-              f"bbox mAP {values['bbox_mAP']:.3f}, segm AP50 {values['segm_AP50']:.3f}")
+              f"bbox mAP {values['bbox_mAP']:.3f}, segm AP50 {values['segm_AP50']:.3f}{attributes}")
     reached = first_minute_reaching(curve, "segm_mAP", TARGET_SEGM_MAP)
     best = result["best"] or 0.0
     met = reached is not None and reached <= TARGET_MINUTES
@@ -210,6 +215,8 @@ def main() -> int:
     parser.add_argument("--max-size", type=int, default=None, help="default: 1333 (pipeline), 384 (train, convergence)")
     parser.add_argument("--network", default="resnet18_v1b", help="convergence: backbone")
     parser.add_argument("--use-fpn", action="store_true", help="convergence: FPN variant")
+    parser.add_argument("--attributes", action="store_true",
+                        help="train, convergence: with the attribute head (train_mask_rcnn.py --attributes)")
     parser.add_argument("--epochs", type=int, default=11, help="convergence: epochs")
     parser.add_argument("--lr", type=float, default=0.02, help="convergence: learning rate")
     parser.add_argument("--classes", default="main", help="convergence: --classes of the trainer")

@@ -171,6 +171,75 @@ def replace_fpn_roi_pooling(net: mx.gluon.HybridBlock, roi_align: FpnRoiAlign) -
     net._pyramid_roi_feats = pyramid_roi_feats
 
 
+_ATTRIBUTE_SUBCLASSES: Dict[type, type] = {}
+
+
+@_patch("GluonCV 0.10.5's MaskRCNN.hybrid_forward keeps its RoI features to itself; swaps __class__ for attributes")
+def add_attribute_output(net: mx.gluon.HybridBlock, make_head: Callable[[], mx.gluon.HybridBlock]) -> None:
+    """Give a built GluonCV 0.10.5 Mask R-CNN an attribute output computed from the mask head's input features.
+
+    ``make_head()`` builds the head (RoI features ``(R, C, h, w)`` -> attribute logits ``(R, A)``); it is made
+    inside the network's name scope and becomes its child ``attribute``. GluonCV's ``MaskRCNN.hybrid_forward``
+    pools the positive sampled RoIs (training) or the top ``rcnn_max_dets`` detections (inference) and feeds
+    them to the mask head without returning them, so the network's ``__class__`` becomes a subclass whose
+    forward (:func:`_attribute_forward`) does the same and also runs the head on those features, in the same
+    pass. Outputs: training, GluonCV's 13 followed by attribute logits ``(B, P, A)`` of the RoIs the mask head
+    sees; inference, ``ids, scores, boxes, masks`` followed by attribute probabilities ``(1, N, A)``. It reads
+    the private ``_batch_size``, ``_rcnn_max_dets``, ``_roi_size``, ``_strides``, ``_roi_mode`` and
+    ``_pyramid_roi_feats`` of ``FasterRCNN``/``MaskRCNN``.
+    """
+    with net.name_scope():
+        net.attribute = make_head()
+    cls = type(net)
+    if cls not in _ATTRIBUTE_SUBCLASSES:
+        _ATTRIBUTE_SUBCLASSES[cls] = type(cls.__name__, (cls,), {"hybrid_forward": _attribute_forward,
+                                                                 "__module__": __name__})
+    net._clear_cached_op()
+    net.__class__ = _ATTRIBUTE_SUBCLASSES[cls]
+
+
+def _attribute_forward(self, F, x, gt_box=None, gt_label=None):
+    """``MaskRCNN.hybrid_forward`` with the attribute head beside the mask head (see :func:`add_attribute_output`)."""
+    from gluoncv.model_zoo.rcnn.faster_rcnn import FasterRCNN
+    from mxnet import autograd
+
+    if autograd.is_training():
+        (cls_pred, box_pred, rpn_box, samples, matches, raw_rpn_score, raw_rpn_box, anchors, cls_targets,
+         box_targets, box_masks, top_feat, indices) = FasterRCNN.hybrid_forward(self, F, x, gt_box, gt_label)
+        # (B * N, C, h, w) -> (B, N, C, h, w); then the RoIs at ``indices`` (the positives first) of each image
+        per_image = F.reshape(top_feat.expand_dims(0), (self._batch_size, -1, 0, 0, 0))
+        chosen = F.concat(*[F.take(F.slice_axis(per_image, axis=0, begin=i, end=i + 1).squeeze(axis=0),
+                                   F.slice_axis(indices, axis=0, begin=i, end=i + 1).squeeze(axis=0))
+                            for i in range(self._batch_size)], dim=0)
+        mask_pred = self.mask(chosen)
+        attribute_pred = F.reshape(self.attribute(chosen), (-4, self._batch_size, -1, 0))
+        return (cls_pred, box_pred, mask_pred, rpn_box, samples, matches, raw_rpn_score, raw_rpn_box, anchors,
+                cls_targets, box_targets, box_masks, indices, attribute_pred)
+
+    ids, scores, boxes, feat = FasterRCNN.hybrid_forward(self, F, x)
+    count = self._rcnn_max_dets  # inference runs one image at a time, as GluonCV's
+    best = F.slice_axis(F.argsort(scores.squeeze(axis=-1), axis=1, is_ascend=False), axis=1, begin=0, end=count)
+    best = best.reshape((-1,))
+    image = F.zeros_like(best)
+    where = F.stack(image, best, axis=0)
+    ids = F.gather_nd(ids, where).reshape((1, count, 1))
+    scores = F.gather_nd(scores, where).reshape((1, count, 1))
+    boxes = F.gather_nd(boxes, where).reshape((1, count, 4))
+    rois = F.stop_gradient(F.concat(image.reshape((-1, 1)), boxes.reshape((-1, 4)), dim=-1))
+    if self.num_stages > 1:
+        pooled = self._pyramid_roi_feats(F, feat, rois, self._roi_size, self._strides, roi_mode=self._roi_mode)
+    elif self._roi_mode == "pool":
+        pooled = F.ROIPooling(feat[0], rois, self._roi_size, 1.0 / self._strides)
+    else:
+        pooled = F.contrib.ROIAlign(feat[0], rois, self._roi_size, 1.0 / self._strides, sample_ratio=2)
+    top_feat = self.top_features(pooled) if self.top_features is not None else pooled
+    mask_logits = self.mask(top_feat)  # (1, count, classes, M, M): keep each detection's own class
+    pick = F.stack(image, F.arange(0, count), F.clip(ids.reshape((-1,)), 0, self.num_class - 1), axis=0)
+    masks = F.sigmoid(F.gather_nd(mask_logits, pick)).reshape((-4, 1, count, 0, 0))
+    attributes = F.sigmoid(self.attribute(top_feat)).reshape((-4, 1, count, 0))
+    return ids, scores, boxes, masks, attributes
+
+
 # --------------------------------------------------------------------------------------------- segmentation
 #: What a replacement ``hybrid_forward`` for :func:`make_shape_free` replaces, by role:
 #: ``segmentation_net`` (FCN, PSPNet, DeepLabV3), ``deeplabv3plus_net`` (DeepLabV3Plus), ``aspp_pooling`` (the

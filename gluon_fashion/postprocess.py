@@ -541,7 +541,9 @@ def predict_detections(models: Sequence, pending: Sequence[Tuple[Path, np.ndarra
         started.append((image.shape[:2], runs))
     out = []
     for size, runs in started:
-        passes = [detections_from_outputs(*decode_outputs(outputs), input_size, size, model.category_ids, flipped)
+        # Test-time augmentation merges boxes and masks only: an attribute model's attribute output is left out.
+        passes = [detections_from_outputs(*decode_outputs(outputs)[:4], input_size, size, model.category_ids,
+                                          flipped)
                   for model, input_size, flipped, outputs in runs]
         out.append(merge_passes(passes))
     return out

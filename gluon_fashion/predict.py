@@ -102,6 +102,12 @@ class LoadedModel:
         return names
 
     @property
+    def attribute_names(self) -> Optional[Dict[int, str]]:
+        """``{attribute id: name}`` a Mask R-CNN checkpoint with attributes predicts; None without attributes."""
+        table = self.meta.get("attributes") if self.task == "mask_rcnn" else None
+        return None if not table else {int(a["id"]): str(a.get("name", a["id"])) for a in table}
+
+    @property
     def gives_instances(self) -> bool:
         """False for binary segmentation checkpoints (no category to report)."""
         return bool(self.category_ids)
@@ -271,7 +277,7 @@ def _mask_rcnn_batch(model: LoadedModel, pending: Sequence[Tuple[Path, np.ndarra
     result is read back."""
     import mxnet as mx
 
-    from .models.mask_rcnn import decode_outputs, instances_from_outputs, read_network_input, run_network
+    from .models.mask_rcnn import decode_outputs, outputs_to_instances, read_network_input, run_network
 
     started = []
     for (path, image), ctx in zip(pending, model.contexts):
@@ -280,9 +286,10 @@ def _mask_rcnn_batch(model: LoadedModel, pending: Sequence[Tuple[Path, np.ndarra
         started.append((data.shape[1:], run_network(model.net, mx.nd.array(data[None], ctx=ctx))))
 
     def on_any_grid(input_size: Grid, outputs) -> Callable[[Grid], list]:
-        ids, scores, boxes, masks = decode_outputs(outputs)
-        return lambda size: instances_from_outputs(ids, scores, boxes, masks, input_size, size, model.category_ids,
-                                                   score_threshold, max_detections, mask_threshold)
+        decoded = decode_outputs(outputs)
+        return lambda size: outputs_to_instances(model.net, decoded, input_size, size, model.category_ids,
+                                                 score_threshold=score_threshold, max_detections=max_detections,
+                                                 mask_threshold=mask_threshold)
 
     return [on_any_grid(input_size, outputs) for input_size, outputs in started]
 
@@ -402,13 +409,23 @@ class _LazyMasks(collections.abc.Sequence):
 
 
 def render_instances(image: np.ndarray, instances: Sequence, class_names: Sequence[str],
-                     alpha: float = 0.5) -> np.ndarray:
-    """Overlay of instances (masks in class colours, boxes, "name score" labels) on a copy of ``image``."""
+                     alpha: float = 0.5, attribute_names: Optional[Mapping[int, str]] = None,
+                     attribute_threshold: float = 0.5) -> np.ndarray:
+    """Overlay of instances (masks in class colours, boxes, "name score" labels) on a copy of ``image``; with
+    ``attribute_names``, the names of each instance's attributes of probability >= ``attribute_threshold``
+    follow its label."""
+    from .models.mask_rcnn import predicted_attributes
     from .visualize import overlay_instances
 
     boxes = np.array([inst.box for inst in instances], dtype=np.float64).reshape(-1, 4)
+    extra = None
+    if attribute_names is not None:
+        extra = [", ".join(attribute_names.get(a, str(a))
+                           for a in predicted_attributes(getattr(inst, "attributes", None) or {}, attribute_threshold))
+                 for inst in instances]
     return overlay_instances(image, _LazyMasks(instances), boxes, [inst.category_id for inst in instances],
-                             [inst.score for inst in instances], class_names=class_names, alpha=alpha)
+                             [inst.score for inst in instances], class_names=class_names, alpha=alpha,
+                             extra_labels=extra)
 
 
 # ------------------------------------------------------------------- ensembles, TTA and tuned settings
@@ -569,7 +586,7 @@ def _save_pictures(pred: ImagePrediction, model: LoadedModel, output: Path, alph
         overlay = overlay_semantic(pred.image, pred.label_map, model.num_labels, alpha, colors)
     else:
         drawn = [inst for inst in pred.instances if draw_threshold is None or inst.score >= draw_threshold]
-        overlay = render_instances(pred.image, drawn, model.class_names, alpha)
+        overlay = render_instances(pred.image, drawn, model.class_names, alpha, model.attribute_names)
     overlay_png = output / f"{pred.path.stem}_overlay.png"
     save_image(overlay_png, overlay)
     return written + [str(overlay_png)]
@@ -659,6 +676,9 @@ def predict_to_folder(weights: PathLike, images: PathLike, output: PathLike, con
         record = {"id": image_id, "file_name": pred.path.name, "height": int(grid[0]), "width": int(grid[1]),
                   "path": str(pred.path)}
         detections = to_coco_results(image_id, instances)
+        if model.attribute_names is not None:  # the names beside the ids, for a reader of the file
+            detections = [dict(det, attribute_names=[model.attribute_names.get(a, str(a))
+                                                     for a in det.get("attribute_ids", [])]) for det in detections]
         if pred.path in reader.truncated:
             # Marked where a reader of either file sees it; COCO tools ignore the extra key.
             record["truncated"] = True
@@ -742,7 +762,8 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                      max_detections: int = DEFAULT_MAX_DETECTIONS, allow_missing: bool = False,
                                      overwrite: bool = False, progress: bool = True,
                                      postprocess: Optional[PathLike] = None, tta=None,
-                                     test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> SubmissionResult:
+                                     test_budgets: Optional[Mapping[str, Optional[int]]] = None,
+                                     attribute_threshold: float = 0.5) -> SubmissionResult:
     """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
     checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
 
@@ -756,12 +777,17 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     Mask R-CNN: ``weights`` may list several checkpoints (an ensemble of one class set), ``tta``
     (``postprocess.Tta``) adds passes, ``postprocess`` (tools/tune_postprocess.py's file) replaces the
     three thresholds (``gluon_fashion.postprocess``); ``test_budgets`` replace the checkpoints' (:func:`load_model`).
+    A checkpoint with attributes fills the 2020 format's AttributesIds (and, 2019, nothing: not scored) with the
+    attributes of probability >= ``attribute_threshold``.
     """
+    from .evaluation.attributes import check_attribute_threshold
+    from .models.mask_rcnn import predicted_attributes
     from .submission import FORMATS, check_submission, read_sample_ids, submission_size, write_submission
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     _check_thresholds(score_threshold, mask_threshold)
+    check_attribute_threshold(attribute_threshold)
     output, test_root = Path(output), Path(test_root)
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; pass --overwrite to replace it")
@@ -798,8 +824,10 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                    postprocess=inference.settings, tta=inference.tta, ensemble=inference.ensemble):
             size = pred.image.shape[:2]
             sizes[image_id_of[pred.path]] = size
-            yield image_id_of[pred.path], [Instance(inst.category_id, inst.score, inst.rle)
-                                           for inst in pred.instances_at(submission_size(fmt, *size))]
+            yield image_id_of[pred.path], [
+                Instance(inst.category_id, inst.score, inst.rle,
+                         tuple(predicted_attributes(getattr(inst, "attributes", None) or {}, attribute_threshold)))
+                for inst in pred.instances_at(submission_size(fmt, *size))]
 
     # Tuned settings (per-category thresholds included) were applied to the instances already.
     summary = write_submission(predictions(), sample_csv, output, fmt=fmt,

@@ -76,9 +76,10 @@ def _draw_label(canvas: np.ndarray, text: str, x: int, y: int, color: np.ndarray
 def overlay_instances(image_rgb: np.ndarray, masks: Optional[Sequence[np.ndarray]] = None,
                       boxes: Optional[np.ndarray] = None, class_ids: Optional[Sequence[int]] = None,
                       scores: Optional[Sequence[float]] = None, class_names: Optional[Sequence[str]] = None,
-                      alpha: float = 0.5) -> np.ndarray:
+                      alpha: float = 0.5, extra_labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Draw instances on a copy of ``image_rgb``: masks blended in class colours with outlines, box outlines
-    (``boxes`` as N x 4 ``x1, y1, x2, y2`` pixels) and a "name 0.93" label per instance.
+    (``boxes`` as N x 4 ``x1, y1, x2, y2`` pixels) and a "name 0.93" label per instance, followed by its
+    ``extra_labels`` entry (e.g. its attributes) where that is not empty.
 
     ``masks`` are H x W (bool, 0/1 or probabilities > 0.5 count as inside). Without ``class_ids`` each
     instance gets its own colour; ``class_names`` defaults to the Kaggle category names.
@@ -123,6 +124,8 @@ def overlay_instances(image_rgb: np.ndarray, masks: Optional[Sequence[np.ndarray
             parts.append(short_name(names[cid]) if 0 <= cid < len(names) else str(cid))
         if scores is not None:
             parts.append(f"{float(scores[i]):.2f}")
+        if extra_labels is not None and extra_labels[i]:
+            parts.append(f"[{extra_labels[i]}]")
         if parts and anchors[i] is not None:
             _draw_label(canvas, " ".join(parts), anchors[i][0], anchors[i][1], colors[i])
     return canvas

@@ -49,9 +49,9 @@ def test_installed_versions_are_the_ones_patched_for():
 
 
 def test_every_patch_is_listed_with_a_reason():
-    expected = {"rpn_budgets", "set_rpn_budgets", "feature_strides", "replace_fpn_roi_pooling", "make_shape_free",
-                "resize_param_shape", "set_batchnorm_global_stats", "set_symbol_batchnorm_global_stats",
-                "set_syncbn_devices",
+    expected = {"rpn_budgets", "set_rpn_budgets", "feature_strides", "replace_fpn_roi_pooling", "add_attribute_output",
+                "make_shape_free", "resize_param_shape", "set_batchnorm_global_stats",
+                "set_symbol_batchnorm_global_stats", "set_syncbn_devices",
                 "params_by_structural_name", "load_param_data", "model_store_sha1", "kvstore_barrier",
                 "skip_kvstore_barrier_before_exit", "init_trainer_kvstore"}
     assert set(compat.PATCHES) == expected

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -215,3 +216,103 @@ def test_cli_writes_sample_and_refuses_to_overwrite(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2
     assert again.stderr.startswith("error: ") and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+# ------------------------------------------------------------------------- drawn attributes (issue 17)
+
+@pytest.fixture(scope="module")
+def rendered():
+    """(image, instances) of 120 small renders: enough of every drawn attribute to compare groups."""
+    return [synthetic.render_image(np.random.default_rng([11, i]), 300, 400) for i in range(120)]
+
+
+def _garments(rendered, category):
+    """(image, garment instance, its sleeve parts) for every instance of ``category``."""
+    out = []
+    for image, instances in rendered:
+        sleeves = [i.mask for i in instances if i.category_id == synthetic.SLEEVE]
+        for inst in instances:
+            if inst.category_id == category:
+                mine = [m for m in sleeves if (m & inst.mask).sum() >= 0.95 * m.sum()]
+                out.append((image, inst, mine))
+    return out
+
+
+def _elongation(mask: np.ndarray) -> float:
+    """Long side over short side of the mask's minimum-area rectangle: a sleeve's length in its own widths."""
+    points = np.argwhere(mask)[:, ::-1].astype(np.float32)
+    (_, _), (w, h), _ = cv2.minAreaRect(points)
+    return max(w, h) / max(min(w, h), 1.0)
+
+
+def test_drawn_attributes_are_real_and_each_garment_carries_only_its_own(rendered):
+    names = {a["id"]: a["name"] for a in label_descriptions()["attributes"]}
+    allowed = {synthetic.TOP: {synthetic.CLASSIC_TEE, synthetic.TANK_TOP, synthetic.CROP_TOP},
+               synthetic.SHIRT: {synthetic.POLO, synthetic.RUGBY},
+               synthetic.PANTS: {synthetic.JEANS, synthetic.CAMO, synthetic.CAPRI},
+               synthetic.SHORTS: {synthetic.SHORT_SHORTS, synthetic.BERMUDA},
+               synthetic.SKIRT: {synthetic.KILT, synthetic.RAH_RAH, synthetic.BALL_GOWN},
+               synthetic.COAT: {synthetic.PEA_COAT, synthetic.DUSTER}}
+    seen = set()
+    for _, instances in rendered:
+        for inst in instances:
+            assert set(inst.attribute_ids) <= allowed.get(inst.category_id, set()), inst.category_id
+            seen |= set(inst.attribute_ids)
+    assert seen == set().union(*allowed.values()) == set().union(*synthetic.DRAWN_ATTRIBUTES.values())
+    assert names[synthetic.TANK_TOP] == "tank (top)" and names[synthetic.KILT] == "kilt"
+
+
+def test_sleeve_length_follows_the_attribute(rendered):
+    tops = _garments(rendered, synthetic.TOP) + _garments(rendered, synthetic.SHIRT)
+    tank = [sleeves for _, inst, sleeves in tops if synthetic.TANK_TOP in inst.attribute_ids]
+    short_ids = {synthetic.CLASSIC_TEE, synthetic.CROP_TOP, synthetic.POLO}
+    short = [_elongation(m) for _, inst, sleeves in tops if short_ids & set(inst.attribute_ids) for m in sleeves]
+    long = [_elongation(m) for _, inst, sleeves in tops
+            if not set(inst.attribute_ids) & (short_ids | {synthetic.TANK_TOP}) for m in sleeves]
+    assert len(tank) >= 5 and not any(tank)  # a tank top has no sleeve
+    assert len(short) >= 10 and len(long) >= 10
+    assert np.median(long) > 1.8 * np.median(short)
+
+
+def _row_profile(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean gray level of each row of the mask's central columns (the torso, not the sleeves)."""
+    gray = image.astype(np.float32).mean(-1)
+    x0, y0, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    centre = slice(x0 + w * 3 // 8, x0 + w * 5 // 8)
+    sub, inside = gray[y0:y0 + h, centre], mask[y0:y0 + h, centre]
+    rows = inside.sum(1) >= 0.8 * inside.shape[1]
+    return sub.sum(1)[rows] / np.maximum(inside.sum(1)[rows], 1)
+
+
+def _periodicity(profile: np.ndarray) -> float:
+    """Share of the (detrended) profile's power in its strongest frequency and the two beside it, among
+    frequencies of 3 cycles or more (slower changes are lighting and the neckline, not a pattern)."""
+    x = profile - np.polyval(np.polyfit(np.arange(len(profile)), profile, 1), np.arange(len(profile)))
+    power = np.abs(np.fft.rfft(x))[3:] ** 2
+    peak = int(np.argmax(power))
+    return float(power[max(0, peak - 1):peak + 2].sum() / max(power.sum(), 1e-9))
+
+
+def test_rugby_shirts_are_striped_across(rendered):
+    shirts = [(image, inst) for image, inst, _ in _garments(rendered, synthetic.SHIRT) if inst.mask.sum() > 600]
+    profiles = {rugby: [_row_profile(image, inst.mask) for image, inst in shirts
+                        if (synthetic.RUGBY in inst.attribute_ids) == rugby] for rugby in (True, False)}
+    profiles = {k: [p for p in v if len(p) >= 16] for k, v in profiles.items()}
+    assert len(profiles[True]) >= 3 and len(profiles[False]) >= 10
+    contrast = {k: np.median([p.std() / p.mean() for p in v]) for k, v in profiles.items()}
+    periodic = {k: np.median([_periodicity(p) for p in v]) for k, v in profiles.items()}
+    assert contrast[True] > 1.8 * contrast[False]
+    assert periodic[True] > 0.7 and periodic[True] > periodic[False] + 0.15
+
+
+def test_skirt_length_follows_the_attribute(rendered):
+    def relative_length(inst):  # height over widest row: scale-free (the hem flares wider as it gets longer,
+        rows = np.flatnonzero(inst.mask.any(1))  # but more slowly than it descends)
+        return (rows[-1] - rows[0]) / max(inst.mask.sum(1).max(), 1)
+
+    skirts = [inst for _, inst, _ in _garments(rendered, synthetic.SKIRT)]
+    groups = {name: [relative_length(i) for i in skirts if (attr in i.attribute_ids if attr is not None else
+                     not {synthetic.RAH_RAH, synthetic.BALL_GOWN} & set(i.attribute_ids))]
+              for name, attr in (("mini", synthetic.RAH_RAH), ("midi", None), ("maxi", synthetic.BALL_GOWN))}
+    assert all(len(v) >= 3 for v in groups.values()), {k: len(v) for k, v in groups.items()}
+    assert np.median(groups["mini"]) < np.median(groups["midi"]) < np.median(groups["maxi"])

@@ -20,6 +20,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-kaggle", action="store_true", help="skip the competition metric")
     parser.add_argument("--score-threshold", type=float, default=0.0,
                         help="competition metric only: ignore predictions scoring below this (default 0: all)")
+    parser.add_argument("--attribute-threshold", type=float, default=None,
+                        help="results with attributes: a detection has an attribute when its probability "
+                             "(attribute_scores) is at least this (default: the attribute_ids as written)")
+    parser.add_argument("--tune-attribute-threshold", action="store_true",
+                        help="results with attribute_scores (predict.py on val with an attribute checkpoint): find "
+                             "the attribute threshold of the best Fashionpedia AP, for write_submission.py "
+                             "--attribute-threshold")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json-out / --plot files")
     return parser.parse_args(argv)
 
@@ -28,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     evaluate_files(args.annotations, args.results, json_out=args.json_out, plot=args.plot,
-                   kaggle=not args.no_kaggle, score_threshold=args.score_threshold, overwrite=args.overwrite)
+                   kaggle=not args.no_kaggle, score_threshold=args.score_threshold, overwrite=args.overwrite,
+                   attribute_threshold=args.attribute_threshold,
+                   tune_attribute_threshold=args.tune_attribute_threshold)
     return 0
 
 

@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Mask R-CNN mask probability above which a pixel is inside (default: 0.5)")
     p.add_argument("--max-detections", type=int, default=None,
                    help="per image, before overlap removal (default: 100)")
+    p.add_argument("--attribute-threshold", type=float, default=0.5,
+                   help="a checkpoint with attributes (train_mask_rcnn.py --attributes): the 2020 AttributesIds of "
+                        "an instance are its attributes of probability at least this")
     add_inference_flags(p)
     p.add_argument("--gpus", default="", help="GPU ids such as 0 or 0,1 (default: empty = CPU)")
     p.add_argument("--allow-missing", action="store_true",
@@ -66,6 +69,7 @@ def main(argv=None) -> int:
     result = write_submission_from_checkpoint(
         args.weights, args.test_root, args.sample_csv, args.output, contexts=parse_gpus(args.gpus),
         fmt=args.format or "2019", allow_missing=args.allow_missing, overwrite=args.overwrite,
+        attribute_threshold=args.attribute_threshold,
         **inference_options(args))
     print(result)
     if result.violations:

@@ -150,6 +150,29 @@ def read_categories(path: PathLike, hint: str = "") -> List[Dict]:
     return read_coco_json(path, hint=hint, fill_boxes=True)["categories"]
 
 
+def read_attribute_table(path: PathLike, category_ids: Optional[Sequence[int]] = None, hint: str = "") -> List[Dict]:
+    """``[{"id", "name"}]`` of the attributes the annotations of ``path`` use (of ``category_ids`` only, if
+    given), by id; names from the file's ``attributes`` list (the id where it has none). The attributes a model
+    can learn from these annotations: one no annotation carries would only ever be a negative.
+    UserError naming the file when an ``attribute_ids`` is not a list of integers, or no annotation has one."""
+    path = Path(path)
+    doc = read_coco_json(path, hint=hint, keys=("annotations",))
+    wanted = None if category_ids is None else set(int(c) for c in category_ids)
+    used = set()
+    for index, ann in enumerate(doc["annotations"]):
+        ids = ann.get("attribute_ids", [])
+        _require(isinstance(ids, list) and all(is_integer(a) for a in ids), path,
+                 _entry_name("annotation", ann, index), f"'attribute_ids' must be a list of integers, got {ids!r:.40}")
+        if wanted is None or ann.get("category_id") in wanted:
+            used.update(int(a) for a in ids)
+    if not used:
+        raise UserError(f"{path}: no annotation{' of the trained classes' if wanted else ''} has attribute_ids, "
+                        "so there are no attributes to learn (train without --attributes)")
+    names = {int(a["id"]): str(a.get("name", a["id"])) for a in doc.get("attributes") or []
+             if isinstance(a, Mapping) and is_integer(a.get("id"))}
+    return [{"id": a, "name": names.get(a, str(a))} for a in sorted(used)]
+
+
 def read_coco_results(path: PathLike) -> List[Dict]:
     """COCO detection results in ``path``: a JSON list of detections (their fields are the caller's to check)."""
     path = Path(path)

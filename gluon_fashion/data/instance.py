@@ -47,7 +47,9 @@ def split_files(root: str, split: str) -> Tuple[Path, Path]:
 class FashionInstance(COCOInstance):
     """iMaterialist instances: ``dataset[i] -> (rgb uint8 HxWx3, label (N, 5) float32, [COCO RLE] * N)``.
 
-    ``label`` rows are ``x1, y1, x2, y2, contiguous class`` (boxes clipped to the image); the class index
+    ``label`` rows are ``x1, y1, x2, y2, contiguous class`` (boxes clipped to the image), then, with
+    ``attribute_ids``, one 0/1 column per attribute (has it or not; ids outside the list are ignored): padded
+    with the boxes by the batchify, they reach the training step beside each ground truth. The class index
     ``k`` stands for category ``category_ids[k]``. ``category_ids`` selects and orders the trained
     categories (default: all 46 of iMaterialist, or every category of a file with other classes); annotations of other categories are dropped, and with ``skip_empty``
     so are images left without any. Truncated JPEGs are left out with a warning (``truncated_images``). With a transform that has ``pick_size`` (the training transform) and
@@ -56,8 +58,11 @@ class FashionInstance(COCOInstance):
 
     def __init__(self, annotation_file: str, image_dir: str, category_ids: Optional[Sequence[int]] = None,
                  transform: Optional[Callable] = None, min_object_area: float = 1, skip_empty: bool = True,
-                 seed: int = 0, reduced_decode: bool = True):
+                 seed: int = 0, reduced_decode: bool = True, attribute_ids: Optional[Sequence[int]] = None):
         self.annotation_file = Path(annotation_file)
+        #: attribute ids whose multi-hot columns follow the class in every label row (None: no columns)
+        self.attribute_ids = None if attribute_ids is None else tuple(int(a) for a in attribute_ids)
+        self._attribute_column = {a: k for k, a in enumerate(self.attribute_ids or ())}
         self.image_dir = Path(image_dir)
         ids = tuple(range(NUM_CATEGORIES)) if category_ids is None else tuple(int(i) for i in category_ids)
         if not ids or len(set(ids)) != len(ids):
@@ -171,7 +176,14 @@ class FashionInstance(COCOInstance):
             x1, y1 = min(max(0.0, x), width), min(max(0.0, y), height)
             x2, y2 = min(max(0.0, x + max(0.0, w)), width), min(max(0.0, y + max(0.0, h)), height)
             if ann["area"] > self._min_object_area and x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) >= 4:
-                boxes.append([x1, y1, x2, y2, label])
+                row = [x1, y1, x2, y2, label]
+                if self.attribute_ids is not None:
+                    multi_hot = [0.0] * len(self.attribute_ids)
+                    for a in ann.get("attribute_ids", []):
+                        if a in self._attribute_column:
+                            multi_hot[self._attribute_column[a]] = 1.0
+                    row += multi_hot
+                boxes.append(row)
                 rles.append(ann["segmentation"])  # an RLE of the image's size: see _polygons_to_rle
         if not boxes:
             return None, None

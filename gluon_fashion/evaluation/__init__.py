@@ -24,12 +24,20 @@ def _refuse_existing(path: Optional[PathLike], flag: str, overwrite: bool) -> No
 
 def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[PathLike] = None,
                    plot: Optional[PathLike] = None, kaggle: bool = True, score_threshold: float = 0.0,
-                   overwrite: bool = False, echo: Callable[[str], None] = print) -> Dict:
+                   overwrite: bool = False, echo: Callable[[str], None] = print,
+                   attribute_threshold: Optional[float] = None, tune_attribute_threshold: bool = False) -> Dict:
     """What tools/evaluate.py does: box and mask mAP, the per-class table, the competition score, and
     optionally a metrics JSON (keys bbox_mAP, segm_mAP, kaggle_score, per_class, ...) and a PR/AP plot.
+    Results that carry attributes (``attribute_ids``/``attribute_scores``) are also scored as attributes
+    (``evaluation.attributes``: per-attribute AP/F1, the Fashionpedia metric; key ``attributes``), their
+    predicted sets re-derived at ``attribute_threshold`` when given. ``tune_attribute_threshold``: also find the
+    attribute threshold of the best Fashionpedia AP (key ``attribute_threshold_tuned``; for write_submission.py).
 
     Returns the metrics dictionary that ``json_out`` receives.
     """
+    from .attributes import check_attribute_threshold
+
+    check_attribute_threshold(attribute_threshold)
     _refuse_existing(json_out, "--json-out", overwrite)
     _refuse_existing(plot, "--plot", overwrite)
     coco_gt = load_coco_gt(annotations)
@@ -55,6 +63,26 @@ def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[
     if kaggle_result is not None:
         echo(f"competition score {kaggle_result.score:.4f} over {kaggle_result.num_pairs} (image, class) pairs"
              + (f", predictions scoring >= {score_threshold}" if score_threshold > 0 else ", all predictions"))
+    from ..data.coco_json import read_coco_results
+
+    detections = read_coco_results(results)
+    if any("attribute_ids" in d or "attribute_scores" in d for d in detections if isinstance(d, dict)):
+        from .attributes import evaluate_attributes, format_attribute_table
+
+        attribute_metrics = evaluate_attributes(coco_gt, detections, attribute_threshold)
+        summary["attributes"] = attribute_metrics.as_dict()
+        echo(format_attribute_table(attribute_metrics))
+        if tune_attribute_threshold:
+            from .attributes import tune_attribute_threshold as tune
+
+            best, tried = tune(coco_gt, detections)
+            summary["attribute_threshold_tuned"] = {"best": best, "fashionpedia_AP": tried}
+            echo("attribute threshold -> Fashionpedia AP: "
+                 + ", ".join(f"{t:.2f}: {100 * ap:.1f}" for t, ap in tried.items()))
+            echo(f"best attribute threshold {best:.2f} (pass write_submission.py --attribute-threshold {best:.2f})")
+    elif tune_attribute_threshold:
+        raise UserError(f"--tune-attribute-threshold: {results} has no detection with attributes (predict with a "
+                        "checkpoint trained with --attributes)")
     if json_out is not None:
         atomic_write_json(json_out, summary, indent=2)
         echo(f"metrics written to {json_out}")

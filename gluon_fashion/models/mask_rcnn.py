@@ -33,7 +33,8 @@ import mxnet as mx
 import numpy as np
 from PIL import Image
 
-from ..compat import RpnBudgets, feature_strides, replace_fpn_roi_pooling, rpn_budgets, set_rpn_budgets
+from ..compat import (RpnBudgets, add_attribute_output, feature_strides, replace_fpn_roi_pooling, rpn_budgets,
+                      set_rpn_budgets)
 from ..engine.checkpoint import load_checkpoint_weights, read_checkpoint_meta
 from ..errors import UserError
 from ..images import PathLike, read_rgb_at_least
@@ -68,12 +69,17 @@ ClassSpec = Union[int, Mapping]
 
 class Instance(NamedTuple):
     """One detection: Kaggle category id, score, box ``x1, y1, x2, y2`` and binary mask (COCO RLE), both
-    on the output grid."""
+    on the output grid; ``attributes``: ``{attribute id: probability}`` of a model with attributes, else None."""
 
     category_id: int
     score: float
     box: np.ndarray
     rle: Dict
+    attributes: Optional[Dict[int, float]] = None
+
+
+#: Probability from which a detection is said to have an attribute (predict.py, submissions, the server).
+ATTRIBUTE_THRESHOLD = 0.5
 
 
 def zoo_name(network: str, use_fpn: bool = False) -> str:
@@ -86,6 +92,41 @@ def zoo_name(network: str, use_fpn: bool = False) -> str:
         raise UserError(f"--network {network}{' --use-fpn' if use_fpn else ''}: GluonCV has no {name}; "
                         f"available: {', '.join(known)}")
     return name
+
+
+def attribute_table(attributes: Iterable[ClassSpec]) -> List[Dict]:
+    """``[{"id": attribute id, "name": ...}]`` from attribute ids or dicts (as stored in checkpoint meta)."""
+    table = [{"id": int(a["id"]), "name": str(a.get("name", a["id"]))} if isinstance(a, Mapping)
+             else {"id": int(a), "name": str(a)} for a in attributes]
+    if len({a["id"] for a in table}) != len(table):
+        raise UserError(f"attribute list repeats an id: {[a['id'] for a in table]}")
+    return table
+
+
+class AttributeHead(mx.gluon.HybridBlock):
+    """Multi-label attribute logits of RoI features ``(R, C, h, w)`` -> ``(R, A)``.
+
+    The features are those of the mask head's input. A 1x1 convolution narrows the channels and a hidden layer
+    sees the whole (7x7) grid rather than its average: sleeve and garment lengths are geometry, where in the
+    box the garment reaches, which a global average pool would wash out. BatchNorm after the convolution keeps
+    the logits in range whatever the scale of the features (those of a randomly initialised FPN are large:
+    without it the first attribute losses were ~30 and the run diverged)."""
+
+    GRID = 7
+
+    def __init__(self, num_attributes: int, channels: int = 64, hidden: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.reduce = mx.gluon.nn.HybridSequential()
+            self.reduce.add(mx.gluon.nn.Conv2D(channels, 1, use_bias=False), mx.gluon.nn.BatchNorm(),
+                            mx.gluon.nn.Activation("relu"))
+            self.hidden = mx.gluon.nn.Dense(hidden, activation="relu")
+            # Attributes are rare: start every probability near 1% so the first steps are not spent unlearning 0.5.
+            self.out = mx.gluon.nn.Dense(num_attributes, bias_initializer=mx.init.Constant(-4.6))
+
+    def hybrid_forward(self, F, x):
+        x = F.contrib.AdaptiveAvgPooling2D(x, output_size=self.GRID)
+        return self.out(self.hidden(self.reduce(x)))
 
 
 def class_table(classes: Iterable[ClassSpec]) -> List[Dict]:
@@ -205,7 +246,8 @@ def _contexts(ctx: Context) -> List[mx.Context]:
 
 def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: bool = True, ctx: Context = None,
                     per_device_batch_size: int = 1, pretrained_weights: Optional[str] = None,
-                    root: Optional[str] = None, verify_weights: bool = True, **limits) -> mx.gluon.HybridBlock:
+                    root: Optional[str] = None, verify_weights: bool = True,
+                    attributes: Optional[Iterable[ClassSpec]] = None, **limits) -> mx.gluon.HybridBlock:
     """A GluonCV Mask R-CNN (``model_name`` of the zoo, e.g. ``mask_rcnn_resnet50_v1b_coco``) for ``classes``.
 
     ``classes``: Kaggle category ids (or ``{"id", "name"}`` dicts) in label order. ``pretrained``: start from
@@ -214,6 +256,8 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
     (:class:`models.initialization.ScratchInit` where GluonCV sets no initialiser of its own).
     ``verify_weights``: check the model-store file's sha1 (GluonCV's own check, which would otherwise try a
     download). ``limits``: see :func:`apply_limits`. The net gets ``category_ids`` and ``limits`` attributes.
+    ``attributes``: attribute ids (or ``{"id", "name"}``) to predict per detection (:class:`AttributeHead`,
+    ``compat.add_attribute_output``); the net's ``attributes`` is that table, or None.
     """
     from gluoncv.model_zoo import get_model
 
@@ -254,18 +298,48 @@ def build_mask_rcnn(model_name: str, classes: Iterable[ClassSpec], pretrained: b
                  ", ".join(f"{table[k]['name']} <- {net.classes[v]}" for k, v in reuse.items()) or "none")
     net.reset_class([c["name"] for c in table], reuse_weights=reuse or None)
     _ = net.target_generator  # created lazily by GluonCV; create it now so checkpoints always hold its params
+    net.attributes = None
+    if attributes is not None:
+        net.attributes = attribute_table(attributes)
+        if not net.attributes:
+            raise UserError("an attribute model needs at least one attribute")
+        add_attribute_output(net, lambda: AttributeHead(len(net.attributes)))
+        net.attribute.initialize(mx.init.Xavier(), ctx=contexts)
     net.collect_params().reset_ctx(contexts)
     net.category_ids = tuple(c["id"] for c in table)
     net.limits = in_effect
     return net
 
 
+def attribute_targets(gt_attributes: mx.nd.NDArray, matches: mx.nd.NDArray, cls_targets: mx.nd.NDArray,
+                      indices: mx.nd.NDArray) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
+    """Targets of the attribute output in training: per image, the RoIs at ``indices`` (those the mask and
+    attribute heads see) get the multi-hot of the ground truth they were matched to.
+
+    ``gt_attributes`` (B, M, A): each ground truth's multi-hot (the label's columns after the class, padded rows
+    -1); ``matches`` (B, N) and ``cls_targets`` (B, N): the network's training outputs for its N sampled RoIs
+    (matched ground truth; class, 0 background, -1 ignored); ``indices`` (B, P). Returns targets (B, P, A) and
+    weights (B, P, 1): 1 for a foreground RoI, 0 for a background one (whose match means nothing)."""
+    targets, weights = [], []
+    for i in range(indices.shape[0]):
+        chosen = indices[i]
+        matched = mx.nd.relu(mx.nd.take(matches[i], chosen))  # -1 (no match) -> 0: weighted out below
+        targets.append(mx.nd.take(gt_attributes[i], matched))
+        weights.append((mx.nd.take(cls_targets[i], chosen) > 0).expand_dims(-1))
+    return mx.nd.stack(*targets), mx.nd.stack(*weights)
+
+
 def trainable_params(net, pretrained: bool):
     """The parameters to train: GluonCV's fine-tuning set (``collect_train_params``: stem, first stage and
-    BatchNorm frozen) when starting from weights; every parameter for random initialisation, where frozen
-    layers would stay random for good (the trainer then also lets BatchNorm learn its statistics:
-    ``models.batchnorm.learn_batchnorm_statistics``)."""
-    return net.collect_train_params() if pretrained else net.collect_params()
+    BatchNorm frozen) when starting from weights, plus the attribute head if any (new, so never frozen);
+    every parameter for random initialisation, where frozen layers would stay random for good (the trainer then
+    also lets BatchNorm learn its statistics: ``models.batchnorm.learn_batchnorm_statistics``)."""
+    if not pretrained:
+        return net.collect_params()
+    params = net.collect_train_params()
+    if getattr(net, "attributes", None):
+        params.update(net.attribute.collect_params())
+    return params
 
 
 def checkpoint_meta(model_name: str, classes: Iterable[ClassSpec], short: int, max_size: int,
@@ -299,6 +373,9 @@ def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True
                    test_budgets: Optional[Mapping[str, Optional[int]]] = None) -> Tuple[mx.gluon.HybridBlock, Dict]:
     """Network and checkpoint description from a checkpoint alone (``.params`` with its ``.json``).
 
+    A checkpoint whose description lists ``attributes`` gives a net that predicts them (``net.attributes``);
+    one without (every checkpoint before issue 17) a net without (``net.attributes`` None).
+
     The test-time budgets are the checkpoint's; ``test_budgets`` overrides any of ``TEST_BUDGET_KEYS``
     (None: keep)."""
     meta = read_checkpoint_meta(params_path)
@@ -309,7 +386,8 @@ def load_mask_rcnn(params_path: str, ctx: Context = None, hybridize: bool = True
     if unknown:
         raise TypeError(f"unknown test-time budgets {sorted(unknown)}; known: {TEST_BUDGET_KEYS}")
     limits.update({k: int(v) for k, v in (test_budgets or {}).items() if v is not None})
-    net = build_mask_rcnn(meta["model"], meta["classes"], pretrained=False, ctx=ctx, **limits)
+    net = build_mask_rcnn(meta["model"], meta["classes"], pretrained=False, ctx=ctx,
+                          attributes=meta.get("attributes"), **limits)
     load_checkpoint_weights(net, params_path, ctx=_contexts(ctx), meta=meta)
     if hybridize:
         net.hybridize()
@@ -384,18 +462,22 @@ def run_network(net, batch: mx.nd.NDArray):
         return net(batch)
 
 
-def forward(net, batch: mx.nd.NDArray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def forward(net, batch: mx.nd.NDArray) -> Tuple[np.ndarray, ...]:
     """Inference on one normalised image ``(1, 3, h, w)``: see :func:`decode_outputs`."""
     return decode_outputs(run_network(net, batch))
 
 
-def decode_outputs(outputs) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Network outputs for one image -> ids (N,), scores (N,), boxes (N, 4) in input pixels and mask
-    probabilities (N, M, M), as NumPy, padded rows (id -1) removed."""
-    ids, scores, boxes, masks = outputs
+def decode_outputs(outputs) -> Tuple[np.ndarray, ...]:
+    """Network outputs for one image -> ids (N,), scores (N,), boxes (N, 4) in input pixels, mask
+    probabilities (N, M, M) and, from a net with attributes, attribute probabilities (N, A), as NumPy, padded
+    rows (id -1) removed."""
+    ids, scores, boxes, masks = outputs[:4]
     ids, scores = ids[0, :, 0].asnumpy(), scores[0, :, 0].asnumpy()
     keep = np.flatnonzero(ids >= 0)
-    return ids[keep].astype(np.int64), scores[keep], boxes[0].asnumpy()[keep], masks[0].asnumpy()[keep]
+    decoded = (ids[keep].astype(np.int64), scores[keep], boxes[0].asnumpy()[keep], masks[0].asnumpy()[keep])
+    if len(outputs) > 4:
+        decoded += (outputs[4][0].asnumpy()[keep],)
+    return decoded
 
 
 def paste_mask(prob: np.ndarray, box: Sequence[float], out_height: int, out_width: int,
@@ -445,11 +527,13 @@ def _region_rle(region: np.ndarray, top: int, left: int, height: int, width: int
 def instances_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                            input_size: Tuple[int, int], out_size: Tuple[int, int], category_ids: Sequence[int],
                            score_threshold: float = 0.05, max_detections: int = 100,
-                           mask_threshold: float = MASK_THRESHOLD) -> List[Instance]:
+                           mask_threshold: float = MASK_THRESHOLD, attribute_probs: Optional[np.ndarray] = None,
+                           attribute_ids: Optional[Sequence[int]] = None) -> List[Instance]:
     """Network outputs on an ``input_size`` (h, w) image -> instances on the ``out_size`` (h, w) grid.
 
     The one rule for every grid (module docstring): boxes scaled to ``out_size``, mask probabilities pasted
     straight into them there. Detections scoring ``>= score_threshold``, best first, at most ``max_detections``.
+    ``attribute_probs`` (N, A) with the ``attribute_ids`` of its columns: each instance's ``attributes``.
     """
     in_h, in_w = input_size
     out_h, out_w = out_size
@@ -462,8 +546,27 @@ def instances_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarra
         box[0::2] = np.clip(box[0::2], 0, out_w)
         box[1::2] = np.clip(box[1::2], 0, out_h)
         rle, _ = paste_mask(masks[i], box, out_h, out_w, mask_threshold)
-        results.append(Instance(int(category_ids[int(ids[i])]), float(scores[i]), box, rle))
+        attributes = (None if attribute_probs is None else
+                      {int(a): float(p) for a, p in zip(attribute_ids, attribute_probs[i])})
+        results.append(Instance(int(category_ids[int(ids[i])]), float(scores[i]), box, rle, attributes))
     return results
+
+
+def net_attribute_ids(net) -> Optional[List[int]]:
+    """Attribute ids a net predicts, in its output order; None for a net without attributes."""
+    table = getattr(net, "attributes", None)
+    return None if table is None else [a["id"] for a in table]
+
+
+def outputs_to_instances(net, outputs: Sequence[np.ndarray], input_size: Tuple[int, int], out_size: Tuple[int, int],
+                         category_ids: Optional[Sequence[int]] = None, **options) -> List[Instance]:
+    """:func:`decode_outputs` of ``net`` -> :func:`instances_from_outputs`, with attributes when it has them."""
+    if category_ids is None:
+        category_ids = getattr(net, "category_ids", None) or tuple(range(len(net.classes)))
+    ids, scores, boxes, masks = outputs[:4]
+    attribute_probs = outputs[4] if len(outputs) > 4 else None
+    return instances_from_outputs(ids, scores, boxes, masks, input_size, out_size, category_ids,
+                                  attribute_probs=attribute_probs, attribute_ids=net_attribute_ids(net), **options)
 
 
 def predict_instances(net, image_rgb: np.ndarray, short: int, max_size: int, ctx: Optional[mx.Context] = None,
@@ -476,17 +579,30 @@ def predict_instances(net, image_rgb: np.ndarray, short: int, max_size: int, ctx
     for the resized validation annotations). Sorted by score, at most ``max_detections``.
     """
     data = network_input(image_rgb, short, max_size)
-    ids, scores, boxes, masks = forward(net, mx.nd.array(data[None], ctx=ctx or mx.cpu()))
-    if category_ids is None:
-        category_ids = getattr(net, "category_ids", None) or tuple(range(len(net.classes)))
-    return instances_from_outputs(ids, scores, boxes, masks, data.shape[1:], out_size or image_rgb.shape[:2],
-                                  category_ids, score_threshold, max_detections, mask_threshold)
+    outputs = forward(net, mx.nd.array(data[None], ctx=ctx or mx.cpu()))
+    return outputs_to_instances(net, outputs, data.shape[1:], out_size or image_rgb.shape[:2], category_ids,
+                                score_threshold=score_threshold, max_detections=max_detections,
+                                mask_threshold=mask_threshold)
 
 
-def to_coco_results(image_id: int, instances: Iterable[Instance]) -> List[Dict]:
-    """COCO results entries (bbox as x, y, w, h) of one image's instances."""
-    return [{"image_id": int(image_id), "category_id": inst.category_id, "score": round(inst.score, 5),
-             "bbox": [round(float(inst.box[0]), 2), round(float(inst.box[1]), 2),
-                      round(float(inst.box[2] - inst.box[0]), 2), round(float(inst.box[3] - inst.box[1]), 2)],
-             "segmentation": inst.rle}
-            for inst in instances]
+def to_coco_results(image_id: int, instances: Iterable[Instance],
+                    attribute_threshold: float = ATTRIBUTE_THRESHOLD) -> List[Dict]:
+    """COCO results entries (bbox as x, y, w, h) of one image's instances. An instance with attributes also
+    gets ``attribute_ids`` (those of probability >= ``attribute_threshold``) and ``attribute_scores``
+    (``{"id": probability}`` of every attribute, which the attribute metrics rank)."""
+    results = []
+    for inst in instances:
+        entry = {"image_id": int(image_id), "category_id": inst.category_id, "score": round(inst.score, 5),
+                 "bbox": [round(float(inst.box[0]), 2), round(float(inst.box[1]), 2),
+                          round(float(inst.box[2] - inst.box[0]), 2), round(float(inst.box[3] - inst.box[1]), 2)],
+                 "segmentation": inst.rle}
+        if inst.attributes is not None:  # the ids from the written probabilities, so the file agrees with itself
+            entry["attribute_scores"] = {str(a): round(p, 4) for a, p in inst.attributes.items()}
+            entry["attribute_ids"] = predicted_attributes(entry["attribute_scores"], attribute_threshold)
+        results.append(entry)
+    return results
+
+
+def predicted_attributes(probabilities: Mapping, threshold: float = ATTRIBUTE_THRESHOLD) -> List[int]:
+    """Sorted attribute ids whose probability (``{id: p}``, ids as int or str) is at least ``threshold``."""
+    return sorted(int(a) for a, p in probabilities.items() if float(p) >= threshold)

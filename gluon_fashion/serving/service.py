@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -286,7 +286,8 @@ class PredictionService:
             instances = [inst for inst in pred.instances if inst.score >= job.score_threshold]
             result["instances"] = [{"category_id": int(inst.category_id), "name": names[int(inst.category_id)],
                                     "score": round(float(inst.score), 5),
-                                    "box": [round(float(v), 2) for v in inst.box], "mask": inst.rle}
+                                    "box": [round(float(v), 2) for v in inst.box], "mask": inst.rle,
+                                    **_attribute_fields(inst, model.attribute_names)}
                                    for inst in instances]
         if pred.label_map is not None:
             result["labels"] = [{"label": int(k), "name": model.label_names[int(k)],
@@ -308,7 +309,22 @@ class PredictionService:
             from ..visualize import overlay_semantic
 
             return overlay_semantic(pred.image, pred.label_map, self.model.num_labels, self.alpha)
-        return render_instances(pred.image, instances or [], self.model.class_names, self.alpha)
+        return render_instances(pred.image, instances or [], self.model.class_names, self.alpha,
+                                self.model.attribute_names)
+
+
+def _attribute_fields(inst, attribute_names: Optional[Mapping[int, str]]) -> Dict:
+    """A model with attributes: the instance's ``attribute_ids`` (probability >= 0.5), their names and every
+    attribute's probability; nothing for a model without."""
+    from ..models.mask_rcnn import predicted_attributes
+
+    probabilities = getattr(inst, "attributes", None)
+    if attribute_names is None or probabilities is None:
+        return {}
+    scores = {str(a): round(float(p), 4) for a, p in probabilities.items()}
+    ids = predicted_attributes(scores)  # from the rounded values the answer shows, as predict.py's results
+    return {"attribute_ids": ids, "attribute_names": [attribute_names.get(a, str(a)) for a in ids],
+            "attribute_scores": scores}
 
 
 def _encode_png(rgb: np.ndarray) -> bytes:

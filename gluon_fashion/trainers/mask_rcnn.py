@@ -28,16 +28,18 @@ from ..engine.flags import add_shared_flags, default_gpus
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
 from ..evaluation.coco import coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
-from ..data.coco_json import read_categories
+from ..data.coco_json import read_attribute_table, read_categories
 from ..labels import class_table_for
 from ..models.batchnorm import learn_batchnorm_statistics
 from ..models.mask_rcnn import (DEFAULT_TEST_BUDGETS, LIMIT_KEYS, add_test_budget_flags, anchor_count,
-                                build_mask_rcnn, checkpoint_meta, class_table, decode_outputs, instances_from_outputs,
-                                read_network_input, run_network, to_coco_results, trainable_params, zoo_name)
+                                attribute_targets, build_mask_rcnn, checkpoint_meta, class_table, decode_outputs,
+                                net_attribute_ids, outputs_to_instances, read_network_input, run_network,
+                                to_coco_results, trainable_params, zoo_name)
 from ..transforms.instance import MaskRCNNTrainTransform, scaled_size
 
 log = logging.getLogger("gluon_fashion.trainers.mask_rcnn")
 LOSS_NAMES = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss", "mask_loss")
+ATTRIBUTE_LOSS_NAME = "attr_loss"
 VAL_SCORE_THRESHOLD = 0.01
 VAL_MAX_DETECTIONS = 100
 
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "learn from (GluonCV: 0.25)")
     add_test_budget_flags(g, DEFAULT_TEST_BUDGETS)
     g.add_argument("--max-num-gt", type=int, default=None, help="upper bound of instances per image (300)")
+    g = p.add_argument_group("attributes")
+    g.add_argument("--attributes", action="store_true",
+                   help="also predict each detection's attributes (multi-label, from the mask head's RoI features), "
+                        "those the training annotations' attribute_ids use")
+    g.add_argument("--attribute-loss-weight", type=float, default=1.0,
+                   help="weight of the attribute loss (sigmoid cross-entropy summed over attributes, averaged over "
+                        "the foreground RoIs) in the total loss")
     g = groups["optimisation"]
     g.add_argument("--lr-decay", type=float, default=0.1, help="factor at each decay epoch")
     g.add_argument("--lr-decay-epoch", default="17,23", help="epochs at which the rate decays, comma separated")
@@ -127,6 +136,60 @@ def split_and_load(batch: Sequence, contexts: Sequence[mx.Context]) -> List[List
     return loaded
 
 
+# ------------------------------------------------------------------------------------- training step
+class AttributeForwardBackward:
+    """Forward and backward of one device's shard for a Mask R-CNN with attributes (``--attributes``).
+
+    GluonCV's ``ForwardBackwardTask`` unpacks exactly the 13 training outputs of its MaskRCNN; the attribute
+    net (``compat.add_attribute_output``) has a 14th. The five losses are GluonCV's, each normalised as its
+    task does (RPN by its positive anchors, R-CNN by its foreground RoIs, the mask by its weighted pixels);
+    the attribute loss is sigmoid cross-entropy summed over the attributes and averaged over the foreground
+    RoIs the mask head sees (``models.mask_rcnn.attribute_targets``), times ``attribute_weight``. Returns the
+    six losses as scalars, in ``LOSS_NAMES`` order and then ``attr_loss``. Usable with GluonCV's ``Parallel``.
+    """
+
+    def __init__(self, net, trainer, rpn_cls_loss, rpn_box_loss, rcnn_cls_loss, rcnn_box_loss, mask_loss,
+                 amp_enabled: bool = False, attribute_weight: float = 1.0):
+        self.net, self.trainer, self.amp_enabled = net, trainer, amp_enabled
+        self.rpn_cls_loss, self.rpn_box_loss = rpn_cls_loss, rpn_box_loss
+        self.rcnn_cls_loss, self.rcnn_box_loss, self.mask_loss = rcnn_cls_loss, rcnn_box_loss, mask_loss
+        self.attribute_loss = gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)
+        self.attribute_weight = float(attribute_weight)
+
+    def forward_backward(self, shard):
+        data, label, gt_mask, rpn_cls_targets, rpn_box_targets, rpn_box_masks = shard
+        with mx.autograd.record():
+            (cls_pred, box_pred, mask_pred, rois, _, matches, rpn_score, rpn_box, _, cls_targets, box_targets,
+             box_masks, indices, attribute_pred) = self.net(data, label[:, :, :4], label[:, :, 4:5])
+            rpn_score = rpn_score.squeeze(axis=-1)
+            rpn_pos = (rpn_cls_targets >= 0).sum()
+            rpn_cls = (self.rpn_cls_loss(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0)
+                       * rpn_cls_targets.size / rpn_pos)
+            rpn_reg = self.rpn_box_loss(rpn_box, rpn_box_targets, rpn_box_masks) * rpn_box.size / rpn_pos
+            rcnn_pos = (cls_targets >= 0).sum()
+            rcnn_cls = (self.rcnn_cls_loss(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0)
+                        * cls_targets.size / rcnn_pos)
+            rcnn_reg = self.rcnn_box_loss(box_pred, box_targets, box_masks) * box_pred.size / rcnn_pos
+
+            def chosen(x):  # the sampled RoIs' entries at ``indices``: those the mask and attribute heads see
+                return mx.nd.stack(*[mx.nd.take(x[i], indices[i]) for i in range(indices.shape[0])])
+
+            mask_targets, mask_weights = self.net.mask_target(chosen(rois), gt_mask, chosen(matches),
+                                                              chosen(cls_targets))
+            mask = self.mask_loss(mask_pred, mask_targets, mask_weights) * mask_targets.size / mask_weights.sum()
+            targets, weights = attribute_targets(label[:, :, 5:], matches, cls_targets, indices)
+            per_roi = self.attribute_loss(attribute_pred, targets, weights) * targets.shape[-1]  # sum, not mean
+            attribute = self.attribute_weight * per_roi.sum() / mx.nd.maximum(weights.sum(), 1)
+            total = rpn_cls.sum() + rpn_reg.sum() + rcnn_cls.sum() + rcnn_reg.sum() + mask.sum() + attribute
+            if self.amp_enabled:
+                from mxnet.contrib import amp
+                with amp.scale_loss(total, self.trainer) as scaled:
+                    mx.autograd.backward(scaled)
+            else:
+                total.backward()
+        return rpn_cls.mean(), rpn_reg.mean(), rcnn_cls.sum(), rcnn_reg.sum(), mask.sum(), attribute
+
+
 # ---------------------------------------------------------------------------------------- validation
 class _ValImages(gluon.data.Dataset):
     """Val images as network inputs at the test scale, with their dataset index: ``(float32 3 x h x w, index)``
@@ -161,6 +224,7 @@ def validation_ground_truth(annotation_file: Path, category_ids: Sequence[int], 
         "annotations": [a for a in data["annotations"]
                         if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
         "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
+        "attributes": data.get("attributes") or [],  # the attribute metrics' F1 vocabulary
     }
     return coco_from_dict(subset)
 
@@ -179,11 +243,10 @@ def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context
         # Launch every device first (asynchronous), then read back.
         outputs = [run_network(net, mx.nd.array(data[None], ctx=ctx)) for (data, _), ctx in zip(samples, contexts)]
         for (data, index), output in zip(samples, outputs):
-            ids, scores, boxes, masks = decode_outputs(output)
             record = val_set.image_records[index]
-            instances = instances_from_outputs(ids, scores, boxes, masks, data.shape[1:],
-                                               (record["height"], record["width"]), category_ids,
-                                               VAL_SCORE_THRESHOLD, VAL_MAX_DETECTIONS)
+            instances = outputs_to_instances(net, decode_outputs(output), data.shape[1:],
+                                             (record["height"], record["width"]), category_ids,
+                                             score_threshold=VAL_SCORE_THRESHOLD, max_detections=VAL_MAX_DETECTIONS)
             results += to_coco_results(record["id"], instances)
     return results
 
@@ -192,8 +255,9 @@ def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context
 class MaskRCNNTrainer(TrainingRun):
     """Mask R-CNN's part of a training run: its network, data, training step and COCO validation."""
 
-    flag_bounds = {"max_size": 32, "executor_threads": 0, "val_max_images": 0}
+    flag_bounds = {"max_size": 32, "executor_threads": 0, "val_max_images": 0, "attribute_loss_weight": 0}
     resume_settings = {"model": ("--network / --use-fpn", True), "classes": ("--classes", True),
+                       "attributes": ("--attributes", True),
                        "image_scale": ("--short / --max-size", False)}
 
     def __init__(self, args: argparse.Namespace):
@@ -220,6 +284,9 @@ class MaskRCNNTrainer(TrainingRun):
         # The classes come from the data (issue 16): iMaterialist's keep --classes' meaning, others their own.
         self.classes = class_table_for(read_categories(self.train_files[0]), args.classes)
         self.category_ids = tuple(c["id"] for c in self.classes)
+        # The attributes, like the classes, come from the data: those the trained classes' annotations use.
+        self.attributes = (read_attribute_table(self.train_files[0], self.category_ids) if args.attributes
+                           else None)
         placeholder = checkpoint_meta(self.model_name, self.category_ids, self.test_short, args.max_size, {})
         self.checkpoints = CheckpointManager(self.prefix, placeholder, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
@@ -234,12 +301,14 @@ class MaskRCNNTrainer(TrainingRun):
         self.net = build_mask_rcnn(self.model_name, self.category_ids,
                                    pretrained=not (args.no_pretrained or self.resume_path),
                                    pretrained_weights=None if self.resume_path else args.pretrained_weights,
-                                   ctx=self.contexts, per_device_batch_size=self.per_device, **self.limits)
+                                   ctx=self.contexts, per_device_batch_size=self.per_device,
+                                   attributes=self.attributes, **self.limits)
         meta = checkpoint_meta(self.model_name, class_table(self.classes), self.test_short, args.max_size,
                                self.net.limits, network=args.network, use_fpn=bool(args.use_fpn),
                                run_name=self.run_name, train_short=list(self.short_range),
                                pretrained=("none" if args.no_pretrained else
-                                           args.pretrained_weights or "gluoncv-model-store"))
+                                           args.pretrained_weights or "gluoncv-model-store"),
+                               **({"attributes": self.attributes} if self.attributes else {}))
         self.checkpoints = CheckpointManager(self.prefix, meta, save_interval=args.save_interval,
                                              metric_name="segm_mAP")
         config = dict(vars(args), model=self.model_name, prefix=self.prefix, contexts=[str(c) for c in self.contexts],
@@ -268,7 +337,7 @@ class MaskRCNNTrainer(TrainingRun):
             log.info("trainable parameters (%d): %s", len(self.trained_params), ", ".join(sorted(self.trained_params)))
         transform = MaskRCNNTrainTransform(self.short_range, args.max_size, net)
         self.trainset = FashionInstance(*self.train_files, category_ids=self.category_ids, transform=transform,
-                                        seed=args.seed)
+                                        seed=args.seed, attribute_ids=net_attribute_ids(net))
         self._check_proposals_fit(net)
         self.valset = FashionInstance(*self.val_files, category_ids=self.category_ids, skip_empty=False)
         self.val_indices = list(range(len(self.valset)))
@@ -308,7 +377,12 @@ class MaskRCNNTrainer(TrainingRun):
                   gluon.loss.SoftmaxCrossEntropyLoss(),  # RCNN class
                   gluon.loss.HuberLoss(),  # RCNN box
                   gluon.loss.SigmoidBinaryCrossEntropyLoss(from_sigmoid=False))  # mask
-        self.task = ForwardBackwardTask(net, self.trainer, *losses, amp_enabled=args.amp)
+        if self.attributes:
+            self.task = AttributeForwardBackward(net, self.trainer, *losses, amp_enabled=args.amp,
+                                                 attribute_weight=args.attribute_loss_weight)
+        else:
+            self.task = ForwardBackwardTask(net, self.trainer, *losses, amp_enabled=args.amp)
+        self.loss_names = LOSS_NAMES + ((ATTRIBUTE_LOSS_NAME,) if self.attributes else ())
         self.executor = (Parallel(args.executor_threads, self.task)
                          if args.executor_threads > 0 and len(self.contexts) > 1 else None)
 
@@ -343,8 +417,9 @@ class MaskRCNNTrainer(TrainingRun):
             outputs = [self.executor.get() for _ in per_device]
         else:
             outputs = [self.task.forward_backward(data) for data in per_device]
-        values = {name: float(np.mean([out[k].asscalar() for out in outputs])) for k, name in enumerate(LOSS_NAMES)}
-        values["loss"] = sum(values[name] for name in LOSS_NAMES)
+        values = {name: float(np.mean([out[k].asscalar() for out in outputs]))
+                  for k, name in enumerate(self.loss_names)}
+        values["loss"] = sum(values[name] for name in self.loss_names)
         return values
 
     def validate(self, epoch: int, iteration: int) -> Validation:
@@ -365,6 +440,17 @@ class MaskRCNNTrainer(TrainingRun):
                    for name in ("bbox_mAP", "segm_mAP", "bbox_AP50", "segm_AP50", "bbox_AP75", "segm_AP75")}
         # No ground truth at all (a tiny val subset) scores 0, not NaN, so "best" still works.
         segm = 0.0 if math.isnan(metrics.segm_mAP) and not self.val_gt.getAnnIds() else metrics.segm_mAP
+        details = metrics.as_dict()
+        if self.attributes:
+            from ..evaluation.attributes import evaluate_attributes, format_attribute_table
+
+            attribute_metrics = evaluate_attributes(self.val_gt, results)
+            log.info("attributes after epoch %d:\n%s", epoch, format_attribute_table(attribute_metrics))
+            for name, value in (("attribute_mAP", attribute_metrics.mean_attribute_ap),
+                                ("fashionpedia_AP", attribute_metrics.fashionpedia_ap),
+                                ("fashionpedia_AP_iou50_f150", attribute_metrics.fashionpedia_ap_iou50_f150)):
+                scalars[name] = 0.0 if math.isnan(value) else value
+            details["attributes"] = attribute_metrics.as_dict()
         from ..engine.samples import SAMPLE_IMAGES, instance_samples, log_samples
         from ..report import category_names
 
@@ -373,7 +459,7 @@ class MaskRCNNTrainer(TrainingRun):
             self.val_gt, results, [(self.valset.image_records[i]["id"], self.valset.image_path(i))
                                    for i in self.val_indices[:SAMPLE_IMAGES]],
             category_names(self.val_gt.dataset.get("categories", []))), iteration)
-        return Validation(metric=segm, scalars=scalars, details=metrics.as_dict())
+        return Validation(metric=segm, scalars=scalars, details=details)
 
     def close(self) -> None:
         self.executor = None  # its worker threads end with it
