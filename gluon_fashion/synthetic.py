@@ -2,8 +2,7 @@
 
 Every category has a characteristic shape (pants = two legs, skirt = trapezoid below the waist, coat = long
 with sleeves, ...) and a characteristic colour family and texture (hue band with jitter, stripes, knit, dots),
-so a model trained briefly from random initialisation can learn it on a CPU. Attributes are drawn too: each
-attribute an instance carries changes its sleeves, length or pattern the way its name says (``DRAWN_ATTRIBUTES``).
+so a model trained briefly from random initialisation can learn it on a CPU.
 
 Mask semantics follow the real annotations:
   * a garment's mask holds only its *visible* pixels: a top under an open jacket is just the strip the jacket
@@ -28,8 +27,8 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .fileio import PathLike, atomic_open, atomic_write_bytes, atomic_write_json
-from .labels import (ATTRIBUTES, CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES,
-                     class_id_string, label_descriptions, short_name)
+from .labels import (CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES, class_id_string,
+                     label_descriptions, short_name)
 from .rle import mask_to_coco, mask_to_runs, runs_to_kaggle
 
 SHIRT, TOP, SWEATER, CARDIGAN, JACKET, VEST, PANTS, SHORTS, SKIRT, COAT, DRESS, JUMPSUIT, CAPE = range(13)
@@ -39,9 +38,9 @@ INNER_TOPS = (SHIRT, TOP, SWEATER)
 OUTERWEAR = (CARDIGAN, JACKET, VEST, COAT, CAPE)
 BOTTOMS = (PANTS, SHORTS, SKIRT)
 
-#: Changes whenever a seed's images or annotations change (2: attributes are drawn), so caches of a sample
-#: (benchmarks/_work) can tell a stale one.
-REVISION = 2
+#: Changes whenever a seed's images or annotations change, so caches of a sample (benchmarks/_work) can tell a
+#: stale one. (Revision 2, attributes drawn as their names say, was tried and taken back: see BENCHMARKS.md.)
+REVISION = 1
 #: Marker file that says a folder was written by this generator (so ``overwrite`` may replace it).
 MARKER_NAME = ".gluon_fashion_sample.json"
 FORMATS = ("2019", "2020")
@@ -74,7 +73,7 @@ _LOOKS: Dict[int, _Look] = {
     CARDIGAN: _Look(280, 0.45, 0.65, "rib"),
     JACKET: _Look(22, 0.70, 0.35, "solid"),
     VEST: _Look(52, 0.85, 0.92, "check"),
-    PANTS: _Look(222, 0.65, 0.48, "solid"),  # denim only for jeans
+    PANTS: _Look(222, 0.65, 0.48, "denim"),
     SHORTS: _Look(88, 0.60, 0.78, "solid"),
     SKIRT: _Look(322, 0.55, 0.88, "pleats"),
     COAT: _Look(36, 0.50, 0.72, "tweed"),
@@ -83,41 +82,17 @@ _LOOKS: Dict[int, _Look] = {
     CAPE: _Look(345, 0.75, 0.38, "solid"),
 }
 
-def _attribute_id(name: str) -> int:
-    """Id in labels.ATTRIBUTES of the attribute called ``name`` (fails at import if the name is not real)."""
-    ids = [a["id"] for a in ATTRIBUTES if a["name"] == name]
-    assert len(ids) == 1, name
-    return int(ids[0])
-
-
-# Attributes are drawn, never assigned at random: each one the sample uses changes the picture the way its
-# name says, so a short training can learn it. The 2019 list holds nicknames only (no sleeve-length, pattern
-# or length attributes as Fashionpedia has), so these are the real nicknames that imply a sleeve length, a
-# length or a pattern; the comment after each says what it draws.
-CLASSIC_TEE = _attribute_id("classic (t-shirt)")  # top: short sleeves
-TANK_TOP = _attribute_id("tank (top)")            # top: sleeveless (a top without one has long sleeves)
-CROP_TOP = _attribute_id("crop (top)")            # top: short sleeves, hem above the waist
-POLO = _attribute_id("polo (shirt)")              # shirt: short sleeves (a shirt without one has long sleeves)
-RUGBY = _attribute_id("rugby (shirt)")            # shirt: broad horizontal stripes instead of pinstripes
-JEANS = _attribute_id("jeans")                    # pants: denim texture (pants without it are plain)
-CAMO = _attribute_id("camo (pants)")              # pants: camouflage blotches
-CAPRI = _attribute_id("capri (pants)")            # pants: legs end at mid-calf
-SHORT_SHORTS = _attribute_id("short (shorts)")    # shorts: very short legs
-BERMUDA = _attribute_id("bermuda (shorts)")       # shorts: legs to just above the knee
-KILT = _attribute_id("kilt")                      # skirt: check pattern
-RAH_RAH = _attribute_id("rah-rah (skirt)")        # skirt: mini length
-BALL_GOWN = _attribute_id("ball gown (skirt)")    # skirt: maxi length, wide (a skirt without either: midi)
-PEA_COAT = _attribute_id("pea (coat)")            # coat: hip length
-DUSTER = _attribute_id("duster (coat)")           # coat: ankle length (a coat without either: knee length)
-
-#: The attributes the sample draws, by what they show: sleeve length, pattern, length.
-DRAWN_ATTRIBUTES: Dict[str, Tuple[int, ...]] = {
-    "sleeve": (CLASSIC_TEE, TANK_TOP, CROP_TOP, POLO),
-    "pattern": (RUGBY, JEANS, CAMO, KILT),
-    "length": (CROP_TOP, CAPRI, SHORT_SHORTS, BERMUDA, RAH_RAH, BALL_GOWN, PEA_COAT, DUSTER),
+# Plausible attribute ids (labels.ATTRIBUTES) per category; an instance carries some of them at random.
+_ATTRIBUTE_CHOICES: Dict[int, Tuple[int, ...]] = {
+    SHIRT: (1, 3),              # polo, henley
+    SWEATER: (16,),             # hoodie
+    JACKET: (17, 20, 22, 29),   # blazer, biker, bomber, track
+    PANTS: (36, 37, 38, 40),    # jeans, sweatpants, leggings, cargo
+    SHORTS: (50, 52, 53),       # short, bermuda, cargo
+    SKIRT: (64, 65, 68, 74),    # wrap, skater, sheath, accordion
+    COAT: (81, 82, 91),         # trench, pea, duffle
 }
-# Sleeve length as a fraction of the arm.
-SLEEVELESS, SHORT_SLEEVE, LONG_SLEEVE = 0.0, 0.35, 0.92
+_TOP_CLASSIC, _TOP_CROP, _TOP_TANK = 0, 8, 11
 
 _SKIN_TONES = ((241, 204, 176), (226, 176, 140), (198, 137, 100), (146, 94, 62), (96, 62, 42))
 _HAIR_COLOURS = ((28, 22, 18), (74, 48, 30), (150, 110, 62), (205, 172, 112))
@@ -239,14 +214,6 @@ def _texture_factor(kind: str, yy: np.ndarray, xx: np.ndarray, u: float, rng: np
     if kind == "check":
         period = max(6.0, 0.30 * u)
         return np.where(((xx + phase) // period + yy // period) % 2 == 0, 1.0, 0.72), None
-    if kind == "stripes":  # broad horizontal bands (rugby shirt)
-        period = max(8.0, 0.42 * u)
-        return np.where((yy + phase) % period < period / 2, 1.0, 0.55), None
-    if kind == "camo":  # blotches: coarse noise, smoothly upsampled and cut into three tones
-        coarse = rng.standard_normal((max(2, yy.shape[0] * 3 // max(int(u), 1) + 2),
-                                      max(2, xx.shape[1] * 3 // max(int(u), 1) + 2))).astype(np.float32)
-        field = cv2.resize(coarse, (xx.shape[1], yy.shape[0]), interpolation=cv2.INTER_CUBIC)
-        return np.select([field < -0.4, field > 0.4], [0.6, 1.2], 0.9).astype(np.float32), None
     if kind == "tweed":
         return 1 + 0.07 * rng.standard_normal((yy.shape[0], xx.shape[1]), dtype=np.float32), None
     if kind == "dots":
@@ -402,14 +369,12 @@ def _open_front(b: _Body, hem_y: float, top_half: float, bottom_half: float) -> 
                      (cx + bottom_half, hem_y + b.u), (cx - bottom_half, hem_y + b.u)])
 
 
-def _pick(rng: np.random.Generator, options: Sequence[Tuple[Optional[int], float]]) -> Optional[int]:
-    """One of ``options`` ((attribute or None, probability), probabilities summing to 1)."""
-    values = [value for value, _ in options]
-    return values[int(rng.choice(len(options), p=[weight for _, weight in options]))]
-
-
-def _with(*attributes: Optional[int]) -> Tuple[int, ...]:
-    return tuple(sorted(a for a in attributes if a is not None))
+def _pick_attributes(rng: np.random.Generator, category: int) -> Tuple[int, ...]:
+    choices = _ATTRIBUTE_CHOICES.get(category)
+    if not choices or rng.random() < 0.45:
+        return ()
+    count = 2 if len(choices) > 2 and rng.random() < 0.2 else 1
+    return tuple(int(a) for a in rng.choice(choices, size=count, replace=False))
 
 
 def _garment_colour(rng: np.random.Generator, category: int) -> np.ndarray:
@@ -495,14 +460,14 @@ class _FigurePainter:
 
     # ---- garments
     def _garment(self, category: int, polys: Sequence[np.ndarray], attributes: Sequence[int] = (),
-                 minus: Optional[np.ndarray] = None, texture: Optional[str] = None) -> Tuple[int, np.ndarray]:
+                 minus: Optional[np.ndarray] = None) -> Tuple[int, np.ndarray]:
         mask = np.zeros(self.shape, np.uint8)
         for poly in polys:
             mask |= _polygon(self.shape, poly)
         if minus is not None:
             mask &= 1 - _polygon(self.shape, minus)
         index = self.c.obj(mask, category, attributes, _garment_colour(self.rng, category),
-                           texture or _LOOKS[category].texture, self.b.u)
+                           _LOOKS[category].texture, self.b.u)
         return index, mask
 
     def _sleeve_parts(self, index: int, sleeves: Sequence[np.ndarray]) -> None:
@@ -516,29 +481,16 @@ class _FigurePainter:
 
     def bottoms(self, category: int) -> None:
         b, u, rng = self.b, self.b.u, self.rng
+        attrs = _pick_attributes(rng, category)
         if category == SKIRT:
-            length = _pick(rng, ((RAH_RAH, 0.3), (None, 0.5), (BALL_GOWN, 0.2)))
-            pattern = KILT if rng.random() < 0.3 else None
-            attrs = _with(length, pattern)
-            below = {RAH_RAH: (0.35, 0.75), None: (1.3, 2.0), BALL_GOWN: (2.8, 3.05)}[length]
-            hem_y = b.crotch_y + rng.uniform(*below) * u
+            hem_y = b.crotch_y + rng.uniform(0.5, 2.3) * u
             flare = b.half_width(b.hip_y) * rng.uniform(1.15, 1.6) + 0.25 * (hem_y - b.crotch_y)
-            texture = "check" if pattern is not None else _LOOKS[SKIRT].texture
             w = b.half_width(b.waist_y) * 1.08
             poly = [(b.cx - w, b.waist_y - 0.05 * u), (b.cx + w, b.waist_y - 0.05 * u),
                     (b.cx + flare, hem_y), (b.cx, hem_y + 0.12 * u), (b.cx - flare, hem_y)]
-            self._garment(SKIRT, [poly], attrs, texture=texture)
+            self._garment(SKIRT, [poly], attrs)
             return
-        if category == PANTS:
-            pattern = _pick(rng, ((JEANS, 0.4), (CAMO, 0.2), (None, 0.4)))
-            capri = CAPRI if rng.random() < 0.25 else None
-            length = rng.uniform(0.62, 0.7) if capri else 1.0
-            texture = {JEANS: "denim", CAMO: "camo", None: _LOOKS[PANTS].texture}[pattern]
-            self._garment(PANTS, self._pant_polys(length), _with(pattern, capri), texture=texture)
-            return
-        length_attr = _pick(rng, ((SHORT_SHORTS, 0.4), (None, 0.25), (BERMUDA, 0.35)))
-        length = rng.uniform(*{SHORT_SHORTS: (0.22, 0.28), None: (0.34, 0.4), BERMUDA: (0.5, 0.58)}[length_attr])
-        self._garment(category, self._pant_polys(length), _with(length_attr))
+        self._garment(category, self._pant_polys(1.0 if category == PANTS else rng.uniform(0.28, 0.45)), attrs)
 
     def _pant_polys(self, length: float) -> List[np.ndarray]:
         b, u = self.b, self.b.u
@@ -573,26 +525,21 @@ class _FigurePainter:
 
     def inner(self, category: int) -> None:
         b, u, rng = self.b, self.b.u, self.rng
-        attrs: Tuple[int, ...] = ()
-        texture = None
+        attrs: Tuple[int, ...] = _pick_attributes(rng, category)
         if category == TOP:
-            kind = _pick(rng, ((CLASSIC_TEE, 0.3), (TANK_TOP, 0.25), (CROP_TOP, 0.2), (None, 0.25)))
-            attrs = _with(kind)
-            sleeve = {TANK_TOP: SLEEVELESS, None: LONG_SLEEVE}.get(kind, SHORT_SLEEVE)
-            hem_y = b.waist_y - 0.2 * u if kind == CROP_TOP else b.waist_y + rng.uniform(0.2, 0.5) * u
+            attrs = (int(rng.choice([_TOP_CLASSIC, _TOP_TANK, _TOP_CROP])),) if rng.random() < 0.6 else ()
+            sleeve = 0.0 if _TOP_TANK in attrs else 0.35
+            hem_y = b.waist_y - 0.2 * u if _TOP_CROP in attrs else b.waist_y + rng.uniform(0.2, 0.5) * u
             neck_half, depth = 0.25 * u, rng.uniform(0.15, 0.35) * u
         elif category == SHIRT:
-            kind = _pick(rng, ((POLO, 0.3), (RUGBY, 0.25), (None, 0.45)))
-            attrs = _with(kind)
-            sleeve = SHORT_SLEEVE if kind == POLO else LONG_SLEEVE
-            texture = "stripes" if kind == RUGBY else None
+            sleeve = 0.92 if rng.random() < 0.7 else 0.35
             hem_y, neck_half, depth = b.hip_y + rng.uniform(-0.3, 0.1) * u, 0.2 * u, 0.45 * u
         else:
             sleeve, hem_y, neck_half, depth = 0.95, b.hip_y + rng.uniform(-0.2, 0.2) * u, 0.24 * u, 0.15 * u
         sleeves = _sleeves(b, sleeve, 1.05 if category == SWEATER else 1.0) if sleeve else []
         shoulder = (0.88 if sleeves else 0.62) * u * b.build
         torso, neck = _torso_outline(b, hem_y, b.half_width(hem_y) * 1.1, neck_half, depth, shoulder)
-        index, mask = self._garment(category, [torso, *sleeves], attrs, texture=texture)
+        index, mask = self._garment(category, [torso, *sleeves], attrs)
         colour = _garment_colour(rng, category)
         if category == SHIRT:  # button placket
             self.c.detail(_polyline(self.shape, [(b.cx, b.shoulder_y + depth), (b.cx, hem_y)], 0.07 * u),
@@ -604,7 +551,7 @@ class _FigurePainter:
 
     def outer(self, category: int, closed: bool) -> None:
         b, u, rng = self.b, self.b.u, self.rng
-        attrs: Tuple[int, ...] = ()
+        attrs = _pick_attributes(rng, category)
         colour = _garment_colour(rng, category)
         shoulder = 0.92 * u * b.build
         if category == CAPE:
@@ -625,10 +572,7 @@ class _FigurePainter:
             self._garment(VEST, [torso], attrs, v_neck)
             return
         if category == COAT:
-            length = _pick(rng, ((PEA_COAT, 0.3), (None, 0.4), (DUSTER, 0.3)))
-            attrs = _with(length)
-            hem_y = ({PEA_COAT: b.hip_y, None: b.knee_y, DUSTER: b.ankle_y - 0.3 * u}[length]
-                     + rng.uniform(-0.1, 0.3) * u)
+            hem_y = b.knee_y + rng.uniform(-0.2, 0.8) * u
             hem_half = rng.uniform(1.0, 1.3) * u * b.build
         elif category == JACKET:
             hem_y = b.hip_y + rng.uniform(-0.2, 0.35) * u
