@@ -69,7 +69,7 @@ def _repeated(cache, times: int):
 def bench_search(args) -> None:
     from gluon_fashion.postprocess import MetricCache, SearchSpace, Tta, load_ensemble, predict_all, search
     from gluon_fashion.predict import _read_ground_truth
-    from gluon_fashion.trainers.mask_rcnn import validation_ground_truth
+    from gluon_fashion.evaluation.coco import validation_ground_truth
 
     root = Path(args.dataset_root)
     started = time.perf_counter()

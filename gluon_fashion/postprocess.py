@@ -927,7 +927,7 @@ def tune_postprocess(weights: Sequence[PathLike], dataset_root: PathLike, output
     the checkpoints' categories, as validation restricts it.
     """
     from .predict import _expected_size, _read_ground_truth
-    from .trainers.mask_rcnn import validation_ground_truth
+    from .evaluation.coco import validation_ground_truth
 
     output = Path(output)
     if output.exists() and not overwrite:

@@ -121,7 +121,7 @@ def from_checkpoint(weights: PathLike, dataset_root: PathLike, split: str = "val
     own grid. ``max_images``: the first images of the annotation file only; ``test_budgets``: Mask R-CNN
     budgets replacing the checkpoint's.
     """
-    from .evaluation.coco import load_coco_gt
+    from .evaluation.coco import load_coco_gt, validation_ground_truth
     from .models.mask_rcnn import to_coco_results
     from .predict import ImageReader, load_model, predict_images
 
@@ -141,6 +141,8 @@ def from_checkpoint(weights: PathLike, dataset_root: PathLike, split: str = "val
     if not model.gives_instances:
         raise UserError(f"--weights {weights}: a binary (garment/background) checkpoint predicts no category, "
                         "so there is nothing to score per class")
+    # Scored as validation scores the model: on its own categories (others would count 0 in every mean).
+    gt = validation_ground_truth(annotations, model.category_ids, [r["id"] for r in records])
     by_path = {image_dir / Path(r["file_name"]).name: r for r in records}
     missing = [str(p) for p in by_path if not p.is_file()]
     if missing:

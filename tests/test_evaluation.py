@@ -455,3 +455,24 @@ def test_evaluate_cli_malformed_entry_is_one_line(scene, gt_path, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {results}: entry 2 (image_id {entries[2]['image_id']}): bbox [0, 0, -5, 'a'] is not "
         "[x, y, width, height] of 4 finite numbers"]
+
+
+def test_classes_score_only_a_models_categories(scene, gt_path, tmp_path):
+    """A model of categories 0 and 5 found all of theirs: 1.0 over its own categories, as validation scores it;
+    over every ground-truth category the two it cannot predict (23, 31) count 0, and the tool says so."""
+    from gluon_fashion.evaluation import evaluate_files
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([r for r in _perfect(scene) if r["category_id"] in (0, 5)]))
+    said = []
+    own = evaluate_files(gt_path, results, kaggle=False, categories=[0, 5], echo=said.append)
+    assert own["segm_mAP"] == pytest.approx(1.0) and [r["category_id"] for r in own["per_class"]] == [0, 5]
+    assert not any(line.startswith("note:") for line in said)
+    said.clear()
+    every = evaluate_files(gt_path, results, kaggle=False, echo=said.append)
+    assert every["segm_mAP"] == pytest.approx(0.5)
+    assert any(line.startswith("note: 2 ground-truth categories have no detection (23, 31)") for line in said)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"),
+                           "--annotations", str(gt_path), "--results", str(results), "--classes", "0,5",
+                           "--no-kaggle"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "segm mAP 100.0" in proc.stdout, proc.stdout + proc.stderr

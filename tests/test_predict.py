@@ -227,8 +227,8 @@ def test_predict_and_evaluate_reproduce_the_trainers_validation(sample_root, mas
     from pycocotools import mask as coco_mask
 
     from gluon_fashion.data.instance import FashionInstance
-    from gluon_fashion.trainers.mask_rcnn import (VAL_MAX_DETECTIONS, VAL_SCORE_THRESHOLD, predict_dataset,
-                                                  validation_ground_truth)
+    from gluon_fashion.evaluation.coco import validation_ground_truth
+    from gluon_fashion.trainers.mask_rcnn import VAL_MAX_DETECTIONS, VAL_SCORE_THRESHOLD, predict_dataset
     net = load_model(mask_rcnn_weights).net
     images, annotations = [], []
     for image_id, path in enumerate(sorted((sample_root / "val").glob("*.jpg")), start=1):

@@ -140,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "--overwrite"])
     run_step("6/9 evaluate: COCO mAP, per-class AP, competition metric",
              [py, "tools/evaluate.py", "--annotations", val_json, "--results", str(out / "predictions" / "results.json"),
+              "--classes", "main" if args.full else "all",  # the trained classes (training_flags)
               "--json-out", str(out / "metrics.json"), "--plot", str(out / "metrics.png"), "--overwrite"])
     run_step(f"7/9 overlays of the val images: detections scoring >= {args.overlay_threshold} (--overlay-threshold)",
              [py, "tools/predict.py", "--weights", weights, "--images", str(data / "val"),

@@ -9,6 +9,7 @@ import sys
 
 from gluon_fashion.errors import cli_entry
 from gluon_fashion.evaluation import evaluate_files
+from gluon_fashion.labels import parse_class_set
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="results with attribute_scores (predict.py on val with an attribute checkpoint): find "
                              "the attribute threshold of the best Fashionpedia AP, for write_submission.py "
                              "--attribute-threshold")
+    parser.add_argument("--classes", default=None,
+                        help="score only these categories ('main', 'all' or ids such as 0,1,6-8), as the trainers' "
+                             "validation scores a model on its --classes (default: every ground-truth category)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --json-out / --plot files")
     return parser.parse_args(argv)
 
@@ -37,7 +41,8 @@ def main(argv=None) -> int:
     evaluate_files(args.annotations, args.results, json_out=args.json_out, plot=args.plot,
                    kaggle=not args.no_kaggle, score_threshold=args.score_threshold, overwrite=args.overwrite,
                    attribute_threshold=args.attribute_threshold,
-                   tune_attribute_threshold=args.tune_attribute_threshold)
+                   tune_attribute_threshold=args.tune_attribute_threshold,
+                   categories=parse_class_set(args.classes).category_ids if args.classes else None)
     return 0
 
 

@@ -200,7 +200,25 @@ def _filter_records(records: List[ImageRecord], ann_path: Path, class_set: Class
 Transform = Callable[[np.ndarray, Callable[[int, int], np.ndarray], np.random.Generator], Tuple]
 
 
-class SemanticSegmentation:
+class _SeededPairs:
+    """Indexing shared by the semantic datasets: ``(image, label)`` pairs through ``transform``, whose random
+    generator depends only on the seed, the epoch and the image, so a resumed run sees the same augmentation.
+    Index ``epoch * len(self) + i`` is image ``i`` in ``epoch`` (``EpochTaggedBatches``). Subclasses give
+    ``read_image``, ``decode_label``, ``__len__``, ``transform`` and ``seed``."""
+
+    def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
+        """The augmentation generator of image ``index`` in ``epoch``."""
+        return np.random.default_rng([self.seed % 2**32, int(epoch), int(index)])
+
+    def __getitem__(self, index: int):
+        epoch, index = divmod(int(index), len(self))
+        image = self.read_image(index)
+        if self.transform is None:
+            return image, self.decode_label(index)
+        return self.transform(image, lambda h, w: self.decode_label(index, h, w), self.rng_for(index, epoch))
+
+
+class SemanticSegmentation(_SeededPairs):
     """Images of one split with per-pixel labels of ``class_set`` (see the module docstring for the rules).
 
     Works as an ``mx.gluon.data.Dataset`` (``len`` and indexing). ``transform`` receives
@@ -274,16 +292,6 @@ class SemanticSegmentation:
                             f"{self.annotation_file} says {record.height}x{record.width}")
         return image
 
-    def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
-        """The augmentation generator of image ``index`` in ``epoch``."""
-        return np.random.default_rng([self.seed % 2**32, int(epoch), int(index)])
-
-    def __getitem__(self, index: int):
-        epoch, index = divmod(int(index), len(self.records))
-        image = self.read_image(index)
-        if self.transform is None:
-            return image, self.decode_label(index)
-        return self.transform(image, lambda h, w: self.decode_label(index, h, w), self.rng_for(index, epoch))
 
 
 # ---------------------------------------------------------------------------------------- label-map folders
@@ -389,7 +397,7 @@ class FolderRecord(NamedTuple):
     label_path: Path
 
 
-class LabelMapFolder:
+class LabelMapFolder(_SeededPairs):
     """Semantic segmentation from a folder of images and PNG label maps (``--dataset folder``).
 
     ``root`` holds ``images/``, ``labels/`` (same stems, one 8-bit value per pixel: the class index in
@@ -471,16 +479,6 @@ class LabelMapFolder:
                             f"{label_path.name} is {size[0]}x{size[1]}")
         return image
 
-    def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
-        """The augmentation generator of image ``index`` in ``epoch``."""
-        return np.random.default_rng([self.seed % 2**32, int(epoch), int(index)])
-
-    def __getitem__(self, index: int):
-        epoch, index = divmod(int(index), len(self.items))
-        image = self.read_image(index)
-        if self.transform is None:
-            return image, self.decode_label(index)
-        return self.transform(image, lambda h, w: self.decode_label(index, h, w), self.rng_for(index, epoch))
 
 
 # ------------------------------------------------------------------------------------------- registry

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
@@ -25,13 +25,17 @@ def _refuse_existing(path: Optional[PathLike], flag: str, overwrite: bool) -> No
 def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[PathLike] = None,
                    plot: Optional[PathLike] = None, kaggle: bool = True, score_threshold: float = 0.0,
                    overwrite: bool = False, echo: Callable[[str], None] = print,
-                   attribute_threshold: Optional[float] = None, tune_attribute_threshold: bool = False) -> Dict:
+                   attribute_threshold: Optional[float] = None, tune_attribute_threshold: bool = False,
+                   categories: Optional[Sequence[int]] = None) -> Dict:
     """What tools/evaluate.py does: box and mask mAP, the per-class table, the competition score, and
     optionally a metrics JSON (keys bbox_mAP, segm_mAP, kaggle_score, per_class, ...) and a PR/AP plot.
     Results that carry attributes (``attribute_ids``/``attribute_scores``) are also scored as attributes
     (``evaluation.attributes``: per-attribute AP/F1, the Fashionpedia metric; key ``attributes``), their
     predicted sets re-derived at ``attribute_threshold`` when given. ``tune_attribute_threshold``: also find the
     attribute threshold of the best Fashionpedia AP (key ``attribute_threshold_tuned``; for write_submission.py).
+
+    ``categories``: score only these category ids, as the trainers' validation scores a model on the classes
+    it was trained on (None: every category of the ground truth, each one without a detection counting 0).
 
     Returns the metrics dictionary that ``json_out`` receives.
     """
@@ -40,7 +44,9 @@ def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[
     check_attribute_threshold(attribute_threshold)
     _refuse_existing(json_out, "--json-out", overwrite)
     _refuse_existing(plot, "--plot", overwrite)
-    coco_gt = load_coco_gt(annotations)
+    from .coco import validation_ground_truth
+
+    coco_gt = validation_ground_truth(annotations, categories) if categories else load_coco_gt(annotations)
     if not coco_gt.dataset["annotations"]:
         raise UserError(f"{annotations}: holds no annotations, so there is nothing to evaluate against")
     metrics = evaluate_coco(coco_gt, str(results))
@@ -56,6 +62,10 @@ def evaluate_files(annotations: PathLike, results: PathLike, json_out: Optional[
             value = kaggle_result.per_class.get(row["category_id"])
             row["kaggle_score"] = value
     echo(format_per_class_table(metrics, extra=extra))
+    undetected = [row["category_id"] for row in summary["per_class"] if row["num_gt"] and not row["num_dets"]]
+    if undetected and not categories:
+        echo(f"note: {len(undetected)} ground-truth categories have no detection ({', '.join(map(str, undetected))}) "
+             "and count 0 in the means; --classes scores only the categories a model was trained on")
     echo("")
     for iou_type, label in (("bbox", "bbox"), ("segm", "segm")):
         echo(f"{label} mAP {_pct(getattr(metrics, f'{iou_type}_mAP'))}   AP50 {_pct(getattr(metrics, f'{iou_type}_AP50'))}"

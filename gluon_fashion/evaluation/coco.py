@@ -302,3 +302,22 @@ def format_per_class_table(metrics: CocoMetrics, extra: Optional[Dict[str, Dict[
 
     rule = "-" * len(render(header))
     return "\n".join([render(header), rule] + [render(c) for c in lines] + [rule, render(summary)])
+
+
+def validation_ground_truth(annotation_file, category_ids: Sequence[int], image_ids: Optional[Sequence[int]] = None):
+    """COCO ground truth restricted to the trained categories and the validated images (None: all of them), as
+    the trainers' validation scores a model: categories the model cannot predict do not count."""
+    coco = load_coco_gt(annotation_file)
+    wanted_cats = set(category_ids)
+    wanted_images = set(coco.getImgIds()) if image_ids is None else set(image_ids)
+    if wanted_cats >= set(coco.getCatIds()) and wanted_images >= set(coco.getImgIds()):
+        return coco
+    data = coco.dataset
+    subset = {
+        "images": [im for im in data["images"] if im["id"] in wanted_images],
+        "annotations": [a for a in data["annotations"]
+                        if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
+        "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
+        "attributes": data.get("attributes") or [],  # the attribute metrics' F1 vocabulary
+    }
+    return coco_from_dict(subset)

@@ -27,7 +27,8 @@ from ..engine.distributed import make_trainer
 from ..engine.flags import add_shared_flags, default_gpus
 from ..engine.run import TrainingRun, Validation, run_training
 from ..errors import UserError
-from ..evaluation.coco import coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt
+from ..evaluation.coco import (coco_from_dict, evaluate_coco, format_per_class_table, load_coco_gt,
+                               validation_ground_truth)
 from ..data.coco_json import read_attribute_table, read_categories
 from ..labels import class_table_for
 from ..models.batchnorm import learn_batchnorm_statistics
@@ -210,23 +211,6 @@ class _ValImages(gluon.data.Dataset):
 
 def _as_list(samples):
     return samples
-
-
-def validation_ground_truth(annotation_file: Path, category_ids: Sequence[int], image_ids: Sequence[int]):
-    """COCO ground truth restricted to the trained categories and the validated images."""
-    coco = load_coco_gt(annotation_file)
-    wanted_cats, wanted_images = set(category_ids), set(image_ids)
-    if wanted_cats >= set(coco.getCatIds()) and wanted_images >= set(coco.getImgIds()):
-        return coco
-    data = coco.dataset
-    subset = {
-        "images": [im for im in data["images"] if im["id"] in wanted_images],
-        "annotations": [a for a in data["annotations"]
-                        if a["category_id"] in wanted_cats and a["image_id"] in wanted_images],
-        "categories": [c for c in data["categories"] if c["id"] in wanted_cats],
-        "attributes": data.get("attributes") or [],  # the attribute metrics' F1 vocabulary
-    }
-    return coco_from_dict(subset)
 
 
 def predict_dataset(net, val_set: FashionInstance, contexts: Sequence[mx.Context], short: int, max_size: int,
