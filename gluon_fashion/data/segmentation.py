@@ -201,10 +201,19 @@ Transform = Callable[[np.ndarray, Callable[[int, int], np.ndarray], np.random.Ge
 
 
 class _SeededPairs:
-    """Indexing shared by the semantic datasets: ``(image, label)`` pairs through ``transform``, whose random
-    generator depends only on the seed, the epoch and the image, so a resumed run sees the same augmentation.
-    Index ``epoch * len(self) + i`` is image ``i`` in ``epoch`` (``EpochTaggedBatches``). Subclasses give
-    ``read_image``, ``decode_label``, ``__len__``, ``transform`` and ``seed``."""
+    """What the semantic datasets share: their classes (from ``class_set``) and ``(image, label)`` pairs
+    through ``transform``, whose random generator depends only on the seed, the epoch and the image, so a
+    resumed run sees the same augmentation. Index ``epoch * len(self) + i`` is image ``i`` in ``epoch``
+    (``EpochTaggedBatches``). Subclasses give
+    ``read_image``, ``decode_label``, ``__len__``, ``transform``, ``seed`` and ``class_set``."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_set.num_classes
+
+    @property
+    def classes(self) -> List[str]:
+        return self.class_set.class_names
 
     def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
         """The augmentation generator of image ``index`` in ``epoch``."""
@@ -265,14 +274,6 @@ class SemanticSegmentation(_SeededPairs):
                 raise UserError(f"{self.annotation_file}: no images left for the {split} split: every one is a "
                                 "truncated JPEG")
         self.records = records
-
-    @property
-    def num_classes(self) -> int:
-        return self.class_set.num_classes
-
-    @property
-    def classes(self) -> List[str]:
-        return self.class_set.class_names
 
     def __len__(self) -> int:
         return len(self.records)
@@ -434,14 +435,6 @@ class LabelMapFolder(_SeededPairs):
                 raise UserError(f"--dataset-root {root}: no {split} image has {min_label_fraction} of its pixels "
                                 "labelled (--min-label-fraction)")
             self.items = kept
-
-    @property
-    def num_classes(self) -> int:
-        return self.class_set.num_classes
-
-    @property
-    def classes(self) -> List[str]:
-        return self.class_set.class_names
 
     @property
     def records(self) -> List[FolderRecord]:
