@@ -1,6 +1,9 @@
 """Class tables of Kaggle iMaterialist (Fashion) 2019: the one place that names categories and attributes.
 
-The 46 category names and 92 attribute names are those of the competition's label_descriptions.json.
+The 46 category names and 92 attribute names are those of the competition's label_descriptions.json; the
+2020 competition (Fashionpedia's taxonomy) kept the categories and widened the attributes to 294 with ids
+0-340, not consecutive (:data:`ATTRIBUTES_2020`): its first 92 are the 2019 list, then come silhouettes,
+lengths, necklines, openings, materials, finishings and patterns.
 The ``level`` values are our own grouping (1 = whole garment or accessory, 2 = garment part, closure or
 decoration); the converter always takes categories from the user's label_descriptions.json, so they only
 matter for the bundled sample dataset. :class:`ClassSet` is a choice of categories to train on
@@ -82,6 +85,60 @@ _ATTRIBUTE_NAMES = [
     "duster (coat)", "raincoat", "kimono", "robe", "dress (coat )", "duffle (coat)",
 ]
 
+# The 2020 attributes as (first id, supercategory, names with consecutive ids); a name prefixed "^" is a
+# level-2 attribute (an animal pattern, a kind of leather) under the one before the run.
+_ATTRIBUTE_RUNS_2020 = [
+    (0, "nickname", tuple(_ATTRIBUTE_NAMES) + (
+        "wrap (coat)", "military (coat)", "swing (coat)", "halter (dress)", "wrap (dress)", "chemise (dress)",
+        "slip (dress)", "cheongsams", "jumper (dress)", "shift (dress)", "sheath (dress)", "shirt (dress)",
+        "sundress", "kaftan", "bodycon (dress)", "nightgown", "gown", "sweater (dress)", "tea (dress)",
+        "blouson (dress)", "tunic (dress)", "skater (dress)")),
+    (114, "silhouette", (
+        "asymmetrical", "symmetrical", "peplum", "circle", "flare", "fit and flare", "trumpet", "mermaid",
+        "balloon", "bell", "bell bottom", "bootcut", "peg", "pencil", "straight", "a-line", "tent", "baggy",
+        "wide leg", "high low", "curved (fit)", "tight (fit)", "regular (fit)", "loose (fit)", "oversized")),
+    (139, "waistline", (
+        "empire waistline", "dropped waistline", "high waist", "normal waist", "low waist", "basque (wasitline)",
+        "no waistline")),
+    (146, "length", (
+        "above-the-hip (length)", "hip (length)", "micro (length)", "mini (length)", "above-the-knee (length)",
+        "knee (length)", "below the knee (length)", "midi", "maxi (length)", "floor (length)", "sleeveless",
+        "short (length)", "elbow-length", "three quarter (length)", "wrist-length")),
+    (161, "nickname", (
+        "asymmetric (collar)", "regular (collar)", "shirt (collar)", "polo (collar)", "chelsea (collar)",
+        "banded (collar)", "mandarin (collar)", "peter pan (collar)", "bow (collar)", "stand-away (collar)",
+        "jabot (collar)", "sailor (collar)", "oversized (collar)", "notched (lapel)", "peak (lapel)",
+        "shawl (lapel)", "napoleon (lapel)", "oversized (lapel)")),
+    (179, "neckline type", (
+        "collarless", "asymmetric (neckline)", "crew (neck)", "round (neck)", "v-neck", "surplice (neck)",
+        "oval (neck)", "u-neck", "sweetheart (neckline)", "queen anne (neck)", "boat (neck)", "scoop (neck)",
+        "square (neckline)", "plunging (neckline)", "keyhole (neck)", "halter (neck)", "crossover (neck)",
+        "choker (neck)", "high (neck)", "turtle (neck)", "cowl (neck)", "straight across (neck)",
+        "illusion (neck)", "off-the-shoulder", "one shoulder")),
+    (204, "nickname", (
+        "set-in sleeve", "dropped-shoulder sleeve", "raglan (sleeve)", "cap (sleeve)", "tulip (sleeve)",
+        "puff (sleeve)", "bell (sleeve)", "circular flounce (sleeve)", "poet (sleeve)",
+        "dolman (sleeve), batwing (sleeve)", "bishop (sleeve)", "leg of mutton (sleeve)", "kimono (sleeve)",
+        "cargo (pocket)", "patch (pocket)", "welt (pocket)", "kangaroo (pocket)", "seam (pocket)",
+        "slash (pocket)", "curved (pocket)", "flap (pocket)")),
+    (225, "opening type", (
+        "single breasted", "double breasted", "lace up", "wrapping", "zip-up", "fly (opening)",
+        "chained (opening)", "buckled (opening)", "toggled (opening)", "no opening")),
+    (281, "non-textile material type", ("plastic", "rubber", "metal")),
+    (285, "non-textile material type", (
+        "feather", "gem", "bone", "ivory", "fur", "^suede", "^shearling", "^crocodile", "^snakeskin", "wood",
+        "no non-textile material")),
+    (296, "textile finishing, manufacturing techniques", (
+        "burnout", "distressed", "washed", "embossed", "frayed", "printed", "ruched", "quilted", "pleat",
+        "gathering", "smocking", "tiered", "cutout", "slit", "perforated", "lining", "applique(a)", "bead(a)",
+        "rivet(a)", "sequin(a)", "no special manufacturing technique")),
+    (317, "textile pattern", (
+        "plain (pattern)", "abstract", "cartoon", "letters, numbers", "camouflage", "check", "dot", "fair isle",
+        "floral", "geometric", "paisley", "stripe", "houndstooth (pattern)", "herringbone (pattern)", "chevron",
+        "argyle", "^leopard", "^snakeskin (pattern)", "^cheetah", "^peacock", "^zebra", "^giraffe",
+        "toile de jouy", "plant")),
+]
+
 NUM_CATEGORIES = 46
 NUM_ATTRIBUTES = 92
 
@@ -93,6 +150,12 @@ ATTRIBUTES: List[Dict] = [
     {"id": i, "name": name, "supercategory": "nickname", "level": 1}
     for i, name in enumerate(_ATTRIBUTE_NAMES)
 ]
+#: The 2020 competition's (and Fashionpedia's) 294 attributes, by id.
+ATTRIBUTES_2020: List[Dict] = [
+    {"id": start + k, "name": name.lstrip("^"), "supercategory": sup, "level": 2 if name.startswith("^") else 1}
+    for start, sup, names in _ATTRIBUTE_RUNS_2020 for k, name in enumerate(names)
+]
+NUM_ATTRIBUTES_2020 = 294
 CATEGORY_NAMES: List[str] = [c["name"] for c in CATEGORIES]
 
 #: The main apparel categories (shirt ... cape), the classes of the semantic segmentation task.
@@ -106,14 +169,19 @@ COCO_CLASS_FOR_CATEGORY: Dict[int, str] = {
 }
 
 assert len(CATEGORIES) == NUM_CATEGORIES and len(ATTRIBUTES) == NUM_ATTRIBUTES
+assert len(ATTRIBUTES_2020) == NUM_ATTRIBUTES_2020 and len({a["id"] for a in ATTRIBUTES_2020}) == NUM_ATTRIBUTES_2020
 
 
-def label_descriptions() -> Dict:
-    """The label_descriptions.json document of the 2019 competition (info, categories, attributes)."""
+def label_descriptions(year: int = 2019) -> Dict:
+    """The label_descriptions.json document of the 2019 or 2020 competition (info, categories, attributes)."""
+    if year not in (2019, 2020):
+        raise ValueError(f"no label descriptions for year {year}")
+    fgvc = 6 if year == 2019 else 7
     return {
-        "info": {"year": 2019, "version": "1.0", "description": "The 2019 FGVC^6 iMaterialist Competition - Fashion track"},
+        "info": {"year": year, "version": "1.0",
+                 "description": f"The {year} FGVC^{fgvc} iMaterialist Competition - Fashion track"},
         "categories": [dict(c) for c in CATEGORIES],
-        "attributes": [dict(a) for a in ATTRIBUTES],
+        "attributes": [dict(a) for a in (ATTRIBUTES if year == 2019 else ATTRIBUTES_2020)],
     }
 
 

@@ -15,7 +15,8 @@ One rule per image, the same in the tuner, predict.py and write_submission.py:
    detection of its pass yet, or starts one. A cluster becomes one detection: its box the score-weighted
    mean of its boxes, its score the sum of its scores over the number of passes (weighted box fusion's
    rule: agreement between passes counts; the tuned score threshold absorbs the scale), its mask the mean
-   of its soft masks, each resampled into the merged box. A detection found by one pass alone survives,
+   of its soft masks, each resampled into the merged box, its attribute probabilities (a model with
+   attributes) the score-weighted mean of its detections'. A detection found by one pass alone survives,
    with its score divided by the number of passes.
 3. **Post-processing** (:class:`PostprocessSettings`): greedy NMS by box IoU within a category, then
    across categories (both optional), then the mask threshold and minimum mask area (pixels of the mask
@@ -32,7 +33,8 @@ ground-truth mask of its (image, category) pair. The competition's greedy matchi
 first, so one matching of all surviving predictions gives, by cumulative sums, the score of every score
 threshold and detection limit (``evaluation.kaggle_metric.greedy_true_positives``): a setting costs a few
 vectorised passes over the detections, and the metric equals ``kaggle_evaluate`` on the same predictions
-written out (checked by the tests and at the end of every tuning run).
+written out (checked by the tests and at the end of every tuning run). A model with attributes then gets
+its attribute threshold tuned on the Fashionpedia AP (``evaluation.attributes``) under the tuned settings.
 """
 from __future__ import annotations
 
@@ -79,6 +81,9 @@ class PostprocessSettings:
     min_mask_area: int = 0
     #: category id -> its own score threshold (replaces ``score_threshold`` for that category)
     class_score_thresholds: Dict[int, float] = field(default_factory=dict)
+    #: attribute probability from which a detection has an attribute (a model with attributes; None: not tuned,
+    #: write_submission.py's default)
+    attribute_threshold: Optional[float] = None
 
     def check(self, source: str = "settings") -> "PostprocessSettings":
         """UserError naming ``source`` and the key for any value out of range; returns self."""
@@ -100,6 +105,8 @@ class PostprocessSettings:
         for cid, value in self.class_score_thresholds.items():
             if not 0.0 <= value <= 1.0:
                 bad(f"class_score_thresholds[{cid}]", value, "in [0, 1]")
+        if self.attribute_threshold is not None and not 0.0 < self.attribute_threshold < 1.0:
+            bad("attribute_threshold", self.attribute_threshold, "strictly between 0 and 1, or null")
         return self
 
     def threshold_for(self, category_ids: np.ndarray) -> np.ndarray:
@@ -114,7 +121,8 @@ class PostprocessSettings:
         return {"score_threshold": self.score_threshold, "mask_threshold": self.mask_threshold,
                 "max_detections": int(self.max_detections), "nms_iou": self.nms_iou,
                 "cross_class_nms_iou": self.cross_class_nms_iou, "min_mask_area": int(self.min_mask_area),
-                "class_score_thresholds": {str(k): v for k, v in sorted(self.class_score_thresholds.items())}}
+                "class_score_thresholds": {str(k): v for k, v in sorted(self.class_score_thresholds.items())},
+                "attribute_threshold": self.attribute_threshold}
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "settings") -> "PostprocessSettings":
@@ -135,7 +143,7 @@ class PostprocessSettings:
                     if isinstance(data[key], bool) or float(data[key]) != int(data[key]):
                         raise ValueError(key)
                     kwargs[key] = int(data[key])
-            for key in ("nms_iou", "cross_class_nms_iou"):
+            for key in ("nms_iou", "cross_class_nms_iou", "attribute_threshold"):
                 if key in data:
                     kwargs[key] = None if data[key] is None else float(data[key])
             if "class_score_thresholds" in data:
@@ -302,13 +310,23 @@ class Detections:
     scores: np.ndarray  # (N,) float32
     boxes: np.ndarray  # (N, 4) float64, x1 y1 x2 y2
     masks: np.ndarray  # (N, M, M) mask probabilities inside each box (float32; float16 in a MetricCache)
+    #: (N, A) attribute probabilities of a model with attributes (columns: ``attribute_ids``), else None
+    attributes: Optional[np.ndarray] = None
+    attribute_ids: Tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def take(self, index: np.ndarray) -> "Detections":
         return Detections(self.size, self.category_ids[index], self.scores[index], self.boxes[index],
-                          self.masks[index])
+                          self.masks[index], None if self.attributes is None else self.attributes[index],
+                          self.attribute_ids)
+
+    def attributes_of(self, i: int) -> Optional[Dict[int, float]]:
+        """``{attribute id: probability}`` of detection ``i`` (None without attributes)."""
+        if self.attributes is None:
+            return None
+        return {a: float(p) for a, p in zip(self.attribute_ids, self.attributes[i])}
 
     def sorted(self) -> "Detections":
         """Best first (ties keep their order), the order every step and the metric visit them in."""
@@ -322,9 +340,12 @@ class Detections:
 
 def detections_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                             input_size: Tuple[int, int], image_size: Tuple[int, int],
-                            category_ids: Sequence[int], flipped: bool = False) -> Detections:
+                            category_ids: Sequence[int], flipped: bool = False,
+                            attributes: Optional[np.ndarray] = None,
+                            attribute_ids: Optional[Sequence[int]] = None) -> Detections:
     """One pass's network outputs (``models.mask_rcnn.decode_outputs``; boxes in the ``input_size`` frame,
-    mirrored if ``flipped``) as :class:`Detections` in the photo's ``image_size`` frame."""
+    mirrored if ``flipped``; ``attributes`` (N, A) with the ids ``attribute_ids`` from a net with attributes)
+    as :class:`Detections` in the photo's ``image_size`` frame."""
     in_h, in_w = input_size
     keep = np.flatnonzero(scores >= SCORE_FLOOR)
     boxes = boxes[keep].astype(np.float64)
@@ -337,8 +358,10 @@ def detections_from_outputs(ids: np.ndarray, scores: np.ndarray, boxes: np.ndarr
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, image_size[1])
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, image_size[0])
     table = np.asarray(category_ids, dtype=np.int64)
+    kept_attributes = None if attributes is None else np.asarray(attributes, np.float32)[keep]
     return Detections(tuple(image_size), table[ids[keep].astype(np.int64)], scores[keep].astype(np.float32),
-                      boxes, np.ascontiguousarray(masks, dtype=np.float32)).sorted()
+                      boxes, np.ascontiguousarray(masks, dtype=np.float32), kept_attributes,
+                      tuple(int(a) for a in attribute_ids or ())).sorted()
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -409,8 +432,12 @@ def merge_passes(passes: Sequence[Detections], iou: float = MERGE_IOU) -> Detect
     scores = np.concatenate([p.scores for p in passes]).astype(np.float64)
     boxes = np.concatenate([p.boxes for p in passes]).astype(np.float64)
     masks = np.concatenate([p.masks for p in passes])
+    attribute_ids = passes[0].attribute_ids
+    # Attributes survive only when every pass has the same ones (check_ensemble refuses mixed checkpoints).
+    with_attributes = all(p.attributes is not None and p.attribute_ids == attribute_ids for p in passes)
+    attributes = np.concatenate([p.attributes for p in passes]) if with_attributes else None
     origin = np.concatenate([np.full(len(p), k) for k, p in enumerate(passes)])
-    merged_cats, merged_scores, merged_boxes, merged_masks = [], [], [], []
+    merged_cats, merged_scores, merged_boxes, merged_masks, merged_attributes = [], [], [], [], []
     for category in np.unique(cats):
         members = np.flatnonzero(cats == category)
         members = members[np.argsort(-scores[members], kind="stable")]
@@ -435,10 +462,17 @@ def merge_passes(passes: Sequence[Detections], iou: float = MERGE_IOU) -> Detect
             merged_scores.append(min(weight.sum() / len(passes), 1.0))
             merged_boxes.append(box)
             merged_masks.append(mask)
+            if attributes is not None:  # weighted as the box: a confident pass says more about the garment
+                merged_attributes.append((attributes[index] * weight[:, None]).sum(axis=0) / weight.sum())
     if not merged_cats:
-        return Detections.empty(size, passes[0].masks.shape[-1])
+        empty = Detections.empty(size, passes[0].masks.shape[-1])
+        if attributes is not None:
+            empty.attributes, empty.attribute_ids = np.zeros((0, len(attribute_ids)), np.float32), attribute_ids
+        return empty
     return Detections(size, np.asarray(merged_cats, np.int64), np.asarray(merged_scores, np.float32),
-                      np.asarray(merged_boxes, np.float64), np.asarray(merged_masks, np.float32)).sorted()
+                      np.asarray(merged_boxes, np.float64), np.asarray(merged_masks, np.float32),
+                      None if attributes is None else np.asarray(merged_attributes, np.float32),
+                      attribute_ids if attributes is not None else ()).sorted()
 
 
 def _grid_boxes(boxes: np.ndarray, frame: Tuple[int, int], grid: Tuple[int, int]) -> np.ndarray:
@@ -487,7 +521,7 @@ def apply_postprocess(det: Detections, settings: PostprocessSettings, grid: Tupl
                                                                   settings.mask_threshold)
             if int(coco_mask.area(kaggle_rle)) < settings.min_mask_area:
                 continue
-        out.append(Instance(int(det.category_ids[i]), float(det.scores[i]), on_grid[i], rle))
+        out.append(Instance(int(det.category_ids[i]), float(det.scores[i]), on_grid[i], rle, det.attributes_of(i)))
     return out
 
 
@@ -501,6 +535,12 @@ def check_ensemble(metas: Sequence[Tuple[str, Mapping]], tta: Tta) -> None:
             raise UserError(f"--weights {weights}: a {meta.get('task')} checkpoint; several --weights, --tta and "
                             "--tta-scales are for Mask R-CNN checkpoints")
     first_weights, first = metas[0]
+    first_attributes = _attribute_ids_of(first)
+    for weights, meta in metas[1:]:
+        if _attribute_ids_of(meta) != first_attributes:
+            raise UserError(f"--weights: {first_weights} and {weights} predict different attributes "
+                            f"({len(first_attributes or [])} and {len(_attribute_ids_of(meta) or [])}; none means "
+                            "trained without --attributes); an ensemble needs checkpoints with the same ones")
     first_ids = sorted(int(c["id"]) for c in first.get("classes") or [] if isinstance(c, Mapping))
     for weights, meta in metas[1:]:
         ids = sorted(int(c["id"]) for c in meta.get("classes") or [] if isinstance(c, Mapping))
@@ -510,6 +550,11 @@ def check_ensemble(metas: Sequence[Tuple[str, Mapping]], tta: Tta) -> None:
             raise UserError(f"--weights: {first_weights} and {weights} predict different class sets (only in the "
                             f"first: {only_first or 'none'}; only in the second: {only_other or 'none'}); an "
                             "ensemble needs checkpoints of one class set")
+
+
+def _attribute_ids_of(meta: Mapping) -> Optional[List[int]]:
+    table = meta.get("attributes")
+    return None if not table else [int(a["id"]) for a in table if isinstance(a, Mapping)]
 
 
 def pass_plan(model, tta: Tta) -> List[Tuple[int, int, bool]]:
@@ -525,7 +570,7 @@ def predict_detections(models: Sequence, pending: Sequence[Tuple[Path, np.ndarra
     model): every pass of every image is started before any result is read back."""
     import mxnet as mx
 
-    from .models.mask_rcnn import decode_outputs, read_network_input, run_network
+    from .models.mask_rcnn import decode_outputs, net_attribute_ids, read_network_input, run_network
 
     started = []
     for slot, (path, image) in enumerate(pending):
@@ -541,10 +586,12 @@ def predict_detections(models: Sequence, pending: Sequence[Tuple[Path, np.ndarra
         started.append((image.shape[:2], runs))
     out = []
     for size, runs in started:
-        # Test-time augmentation merges boxes and masks only: an attribute model's attribute output is left out.
-        passes = [detections_from_outputs(*decode_outputs(outputs)[:4], input_size, size, model.category_ids,
-                                          flipped)
-                  for model, input_size, flipped, outputs in runs]
+        passes = []
+        for model, input_size, flipped, outputs in runs:
+            decoded = decode_outputs(outputs)
+            passes.append(detections_from_outputs(*decoded[:4], input_size, size, model.category_ids, flipped,
+                                                  decoded[4] if len(decoded) > 4 else None,
+                                                  net_attribute_ids(model.net)))
         out.append(merge_passes(passes))
     return out
 
@@ -590,7 +637,7 @@ class MetricCache:
             # float16 halves the memory; a probability within 2.4e-4 of the mask threshold may binarise
             # differently from the float32 maps of predict.py/write_submission.py.
             self.dets.append(Detections(det.size, det.category_ids, det.scores, det.boxes,
-                                        det.masks.astype(np.float16)))
+                                        det.masks.astype(np.float16), det.attributes, det.attribute_ids))
             rows.append(np.full(len(det), k))
         self.image = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.category = np.concatenate([d.category_ids for d in self.dets]) if self.dets else np.zeros(0, np.int64)
@@ -904,12 +951,18 @@ def _exact_scores(cache: MetricCache, settings: PostprocessSettings, images: Opt
             "detections": len(results), "fast_kaggle_score": cache.score(settings, images)}
 
 
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def _describe(settings: PostprocessSettings) -> str:
     text = (f"score >= {settings.score_threshold:g}, mask > {settings.mask_threshold:g}, "
             f"<= {settings.max_detections} per image, NMS {settings.nms_iou or '-'}, "
             f"cross-class NMS {settings.cross_class_nms_iou or '-'}, min area {settings.min_mask_area}")
     if settings.class_score_thresholds:
         text += ", per category " + " ".join(f"{c}:{t:g}" for c, t in sorted(settings.class_score_thresholds.items()))
+    if settings.attribute_threshold is not None:
+        text += f", attributes >= {settings.attribute_threshold:g}"
     return text
 
 
@@ -971,12 +1024,18 @@ def tune_postprocess(weights: Sequence[PathLike], dataset_root: PathLike, output
         if not math.isclose(scores["kaggle_score"], scores["fast_kaggle_score"], abs_tol=1e-9):
             log.warning("fast metric %.6f and kaggle_evaluate %.6f disagree on the %s settings",
                         scores["fast_kaggle_score"], scores["kaggle_score"], name)
+    attribute_scores = None
+    if any(det.attributes is not None for det in cache.dets) and any(
+            a.get("attribute_ids") for a in cache.coco.dataset["annotations"]):
+        attribute_scores = _tune_attribute_threshold(cache, half.settings, full.settings, tune_half, held_out)
+        full.settings.attribute_threshold = attribute_scores["written"]
     weights_info = [{"path": str(w), "sha1": checkpoint_sha1(w)} for w in weights]
     record = PostprocessFile(full.settings, tta, weights_info, scores={
         "metric": "competition score (tools/evaluate.py) and segm mAP on the 512 x 512 val annotations",
         "annotations": str(annotations), "images": len(cache.image_ids), "split_seed": seed,
         "tuning_half": {"images": len(tune_half), "settings": half.settings.as_dict(), "score": half.score},
-        "held_out_half": dict(held, images=len(held_out)), "all_val": all_val},
+        "held_out_half": dict(held, images=len(held_out)), "all_val": all_val,
+        **({"attributes": attribute_scores} if attribute_scores else {})},
         search=dict(space.as_dict(), settings_evaluated=half.evaluated + full.evaluated,
                     search_seconds=round(search_seconds, 2), mask_seconds=round(cache.mask_seconds, 2),
                     predict_seconds=round(predict_seconds, 2)))
@@ -986,6 +1045,33 @@ def tune_postprocess(weights: Sequence[PathLike], dataset_root: PathLike, output
     echo(table)
     return TuningReport(record, predict_seconds, cache.mask_seconds, search_seconds,
                         half.evaluated + full.evaluated, table)
+
+
+def _tune_attribute_threshold(cache: MetricCache, half: PostprocessSettings, full: PostprocessSettings,
+                              tune_half: np.ndarray, held_out: np.ndarray) -> Dict:
+    """The attribute threshold of the best Fashionpedia AP (``evaluation.attributes``), tuned on one half under
+    the half's settings and scored on the other (default 0.5 vs tuned), then refit on all under ``full``."""
+    from .evaluation.attributes import evaluate_attributes, tune_attribute_threshold
+    from .models.mask_rcnn import ATTRIBUTE_THRESHOLD
+
+    def best(gt, results: List[Dict]) -> Tuple[float, Dict[float, float]]:
+        if not results:  # nothing survives the tuned settings: every threshold scores alike
+            return ATTRIBUTE_THRESHOLD, {}
+        return tune_attribute_threshold(gt, results)
+
+    def fashionpedia_ap(gt, results: List[Dict], threshold: float) -> float:
+        return evaluate_attributes(gt, results, attribute_threshold=threshold).fashionpedia_ap if results else math.nan
+
+    tuned, _ = best(cache.ground_truth(tune_half), cache.results(half, tune_half))
+    held_gt, held_results = cache.ground_truth(held_out), cache.results(half, held_out)
+    held = {name: fashionpedia_ap(held_gt, held_results, value)
+            for name, value in (("default", ATTRIBUTE_THRESHOLD), ("tuned", tuned))}
+    all_gt, all_results = cache.ground_truth(), cache.results(full)
+    written, _ = best(all_gt, all_results)
+    return {"metric": "Fashionpedia AP (mask IoU and attribute F1)", "default_threshold": ATTRIBUTE_THRESHOLD,
+            "tuning_half_threshold": tuned, "held_out_half": held, "written": written,
+            "all_val": {"default": fashionpedia_ap(all_gt, all_results, ATTRIBUTE_THRESHOLD),
+                        "tuned": fashionpedia_ap(all_gt, all_results, written)}}
 
 
 def _report_table(record: PostprocessFile, half: PostprocessSettings, full: PostprocessSettings,
@@ -998,6 +1084,16 @@ def _report_table(record: PostprocessFile, half: PostprocessSettings, full: Post
                           (f"all val ({record.scores['images']} images): default", all_val["default"]),
                           ("all val: tuned on all (written)", all_val["tuned"])):
         lines.append(f"{label:40s} {scores['kaggle_score']:11.4f} {scores['segm_mAP']:9.4f} {scores['detections']:10d}")
+    attributes = record.scores.get("attributes")
+    if attributes:
+        lines.append(f"{'':40s} {'Fashionpedia AP':>15s} {'attribute threshold':>20s}")
+        for label, ap, value in (
+                ("held-out half: default", attributes["held_out_half"]["default"], attributes["default_threshold"]),
+                ("held-out half: tuned on the other half", attributes["held_out_half"]["tuned"],
+                 attributes["tuning_half_threshold"]),
+                ("all val: default", attributes["all_val"]["default"], attributes["default_threshold"]),
+                ("all val: tuned on all (written)", attributes["all_val"]["tuned"], attributes["written"])):
+            lines.append(f"{label:40s} {_number(ap):>15s} {value:20.2f}")
     lines += ["", f"tuned on the tuning half: {_describe(half)}", f"written ({output}): {_describe(full)}",
               f"test-time augmentation: {record.tta.as_dict()}; checkpoints: "
               + ", ".join(Path(w['path']).name for w in record.weights),

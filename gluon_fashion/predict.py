@@ -763,7 +763,7 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
                                      overwrite: bool = False, progress: bool = True,
                                      postprocess: Optional[PathLike] = None, tta=None,
                                      test_budgets: Optional[Mapping[str, Optional[int]]] = None,
-                                     attribute_threshold: float = 0.5) -> SubmissionResult:
+                                     attribute_threshold: Optional[float] = None) -> SubmissionResult:
     """What tools/write_submission.py does: predict every sample ImageId's image in ``test_root`` at the
     checkpoint's validation scale and write a Kaggle CSV with :func:`submission.write_submission`.
 
@@ -778,21 +778,27 @@ def write_submission_from_checkpoint(weights: PathLike, test_root: PathLike, sam
     (``postprocess.Tta``) adds passes, ``postprocess`` (tools/tune_postprocess.py's file) replaces the
     three thresholds (``gluon_fashion.postprocess``); ``test_budgets`` replace the checkpoints' (:func:`load_model`).
     A checkpoint with attributes fills the 2020 format's AttributesIds (and, 2019, nothing: not scored) with the
-    attributes of probability >= ``attribute_threshold``.
+    attributes of probability >= ``attribute_threshold`` (None: the one tuned in ``postprocess``, else 0.5).
     """
     from .evaluation.attributes import check_attribute_threshold
-    from .models.mask_rcnn import predicted_attributes
+    from .models.mask_rcnn import ATTRIBUTE_THRESHOLD, predicted_attributes
     from .submission import FORMATS, check_submission, read_sample_ids, submission_size, write_submission
 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     _check_thresholds(score_threshold, mask_threshold)
-    check_attribute_threshold(attribute_threshold)
+    if attribute_threshold is not None:
+        check_attribute_threshold(attribute_threshold)
     output, test_root = Path(output), Path(test_root)
     if output.exists() and not overwrite:
         raise UserError(f"--output {output} exists; pass --overwrite to replace it")
     weights_list = _weights_list(weights)
     meta, tta, record = _check_inference(weights_list, postprocess, tta)
+    if attribute_threshold is None:
+        tuned_threshold = None if record is None else record.settings.attribute_threshold
+        attribute_threshold = ATTRIBUTE_THRESHOLD if tuned_threshold is None else tuned_threshold
+        if tuned_threshold is not None and meta.get("attributes"):
+            log.info("attribute threshold %.2f, tuned in %s", attribute_threshold, postprocess)
     if meta["task"] == "segmentation" and (meta.get("classes") or {}).get("binary"):
         raise UserError(f"--weights {weights}: a binary (garment/background) segmentation checkpoint predicts no "
                         "category, so it cannot write a submission")

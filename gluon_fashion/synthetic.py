@@ -10,6 +10,10 @@ Mask semantics follow the real annotations:
   * garment parts (sleeve, neckline) lie inside their garment's visible mask, overlapping it, as in the real
     data where a sleeve is also part of its shirt.
 
+Attributes name what is drawn (sleeve length, hem length, pattern, opening, a few nicknames), with the
+2020 competition's names (Fashionpedia's taxonomy): an instance carries those names, and each format writes
+the ids its own attribute list has for them (the 2019 list has only the nicknames).
+
 Output is a pure function of the seed: every image draws from its own ``numpy`` Generator seeded by
 (seed, split, index), so the same seed writes byte-identical files.
 """
@@ -27,8 +31,8 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .fileio import PathLike, atomic_open, atomic_write_bytes, atomic_write_json
-from .labels import (CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS, MODANET_CATEGORIES, class_id_string,
-                     label_descriptions, short_name)
+from .labels import (ATTRIBUTES, ATTRIBUTES_2020, CATEGORY_NAMES, DEEPFASHION2_CATEGORIES, MAIN_APPAREL_IDS,
+                     MODANET_CATEGORIES, class_id_string, label_descriptions, short_name)
 from .rle import mask_to_coco, mask_to_runs, runs_to_kaggle
 
 SHIRT, TOP, SWEATER, CARDIGAN, JACKET, VEST, PANTS, SHORTS, SKIRT, COAT, DRESS, JUMPSUIT, CAPE = range(13)
@@ -39,8 +43,10 @@ OUTERWEAR = (CARDIGAN, JACKET, VEST, COAT, CAPE)
 BOTTOMS = (PANTS, SHORTS, SKIRT)
 
 #: Changes whenever a seed's images or annotations change, so caches of a sample (benchmarks/_work) can tell a
-#: stale one. (Revision 2, attributes drawn as their names say, was tried and taken back: see BENCHMARKS.md.)
-REVISION = 1
+#: stale one. Revision 2 (this one) names the attributes of what revision 1 draws, with the same images and
+#: masks; revision 1 drew random nicknames no picture showed. (A redrawing that changed the category cues was
+#: tried and taken back: see BENCHMARKS.md.)
+REVISION = 2
 #: Marker file that says a folder was written by this generator (so ``overwrite`` may replace it).
 MARKER_NAME = ".gluon_fashion_sample.json"
 FORMATS = ("2019", "2020")
@@ -82,8 +88,9 @@ _LOOKS: Dict[int, _Look] = {
     CAPE: _Look(345, 0.75, 0.38, "solid"),
 }
 
-# Plausible attribute ids (labels.ATTRIBUTES) per category; an instance carries some of them at random.
-_ATTRIBUTE_CHOICES: Dict[int, Tuple[int, ...]] = {
+# Revision 1 drew random nicknames from these ids here; the draws are still made (and thrown away) so that
+# every later draw, and so every image, stays as it was (see _revision1_nickname_draw).
+_REVISION1_NICKNAMES: Dict[int, Tuple[int, ...]] = {
     SHIRT: (1, 3),              # polo, henley
     SWEATER: (16,),             # hoodie
     JACKET: (17, 20, 22, 29),   # blazer, biker, bomber, track
@@ -93,6 +100,12 @@ _ATTRIBUTE_CHOICES: Dict[int, Tuple[int, ...]] = {
     COAT: (81, 82, 91),         # trench, pea, duffle
 }
 _TOP_CLASSIC, _TOP_CROP, _TOP_TANK = 0, 8, 11
+
+# The pattern each category's texture shows, by its 2020 attribute name.
+_PATTERN_OF_TEXTURE = {"pinstripes": "stripe", "check": "check", "dots": "dot"}
+_PLAIN = "plain (pattern)"
+_ATTRIBUTE_ID_2019 = {a["name"]: a["id"] for a in ATTRIBUTES}
+_ATTRIBUTE_ID_2020 = {a["name"]: a["id"] for a in ATTRIBUTES_2020}
 
 _SKIN_TONES = ((241, 204, 176), (226, 176, 140), (198, 137, 100), (146, 94, 62), (96, 62, 42))
 _HAIR_COLOURS = ((28, 22, 18), (74, 48, 30), (150, 110, 62), (205, 172, 112))
@@ -105,10 +118,16 @@ _GOLD = (212, 175, 70)
 
 @dataclass(frozen=True)
 class Instance:
-    """One annotated object: category, attribute ids (sorted) and its binary mask (bool H x W)."""
+    """One annotated object: category, the names of its attributes (2020 names, sorted) and its binary mask
+    (bool H x W)."""
     category_id: int
-    attribute_ids: Tuple[int, ...]
+    attributes: Tuple[str, ...]
     mask: np.ndarray
+
+    def attribute_ids(self, year: int) -> Tuple[int, ...]:
+        """Sorted ids of the attributes in the ``year`` (2019 or 2020) list; 2019 has only the nicknames."""
+        table = _ATTRIBUTE_ID_2019 if year == 2019 else _ATTRIBUTE_ID_2020
+        return tuple(sorted(table[name] for name in self.attributes if name in table))
 
 
 @dataclass
@@ -234,7 +253,7 @@ class _Canvas:
         self.shape = background.shape[:2]
         self.owner = np.full(self.shape, -1, np.int32)
         self.rng = rng
-        self.items: List[Tuple[int, Tuple[int, ...], Optional[int], Optional[np.ndarray]]] = []
+        self.items: List[Tuple[int, Tuple[str, ...], Optional[int], Optional[np.ndarray]]] = []
 
     def paint(self, mask: np.ndarray, rgb, texture: str = "solid", u: float = 20.0, edge: float = 0.72) -> None:
         """Fill ``mask`` with ``rgb`` modulated by a texture, a lighting gradient and darker edges."""
@@ -263,7 +282,7 @@ class _Canvas:
         self.paint(mask, rgb, edge=0.85)
         self.owner[mask.astype(bool)] = -1
 
-    def obj(self, mask: np.ndarray, category: int, attributes: Sequence[int], rgb, texture: str, u: float) -> int:
+    def obj(self, mask: np.ndarray, category: int, attributes: Sequence[str], rgb, texture: str, u: float) -> int:
         """Paint a whole garment or accessory and return its instance index."""
         self.paint(mask, rgb, texture, u)
         index = len(self.items)
@@ -369,12 +388,25 @@ def _open_front(b: _Body, hem_y: float, top_half: float, bottom_half: float) -> 
                      (cx + bottom_half, hem_y + b.u), (cx - bottom_half, hem_y + b.u)])
 
 
-def _pick_attributes(rng: np.random.Generator, category: int) -> Tuple[int, ...]:
-    choices = _ATTRIBUTE_CHOICES.get(category)
+def _revision1_nickname_draw(rng: np.random.Generator, category: int) -> None:
+    """Make revision 1's random nickname draw and drop it: it keeps the images of every seed unchanged."""
+    choices = _REVISION1_NICKNAMES.get(category)
     if not choices or rng.random() < 0.45:
-        return ()
+        return
     count = 2 if len(choices) > 2 and rng.random() < 0.2 else 1
-    return tuple(int(a) for a in rng.choice(choices, size=count, replace=False))
+    rng.choice(choices, size=count, replace=False)
+
+
+def _sleeve_length(fraction: float) -> str:
+    """Sleeve-length attribute of sleeves reaching ``fraction`` of the way from shoulder to wrist."""
+    return "sleeveless" if fraction <= 0 else "short (length)" if fraction < 0.5 else "wrist-length"
+
+
+def _hem_length(b: "_Body", hem_y: float) -> str:
+    """Length attribute of a skirt, dress or coat from where its hem falls against the knee (0.35 head heights
+    either side of it is knee length)."""
+    above_knee = (b.knee_y - hem_y) / b.u
+    return "mini (length)" if above_knee > 0.35 else "knee (length)" if above_knee > -0.35 else "midi"
 
 
 def _garment_colour(rng: np.random.Generator, category: int) -> np.ndarray:
@@ -459,15 +491,17 @@ class _FigurePainter:
         self.c.skin(eyes[0] | eyes[1], (35, 30, 30))
 
     # ---- garments
-    def _garment(self, category: int, polys: Sequence[np.ndarray], attributes: Sequence[int] = (),
+    def _garment(self, category: int, polys: Sequence[np.ndarray], attributes: Sequence[str] = (),
                  minus: Optional[np.ndarray] = None) -> Tuple[int, np.ndarray]:
+        """Paint a garment in its category's look; its attributes are ``attributes`` plus the look's pattern."""
+        texture = _LOOKS[category].texture
+        attributes = (*attributes, _PATTERN_OF_TEXTURE.get(texture, _PLAIN), *(("pleat",) if texture == "pleats" else ()))
         mask = np.zeros(self.shape, np.uint8)
         for poly in polys:
             mask |= _polygon(self.shape, poly)
         if minus is not None:
             mask &= 1 - _polygon(self.shape, minus)
-        index = self.c.obj(mask, category, attributes, _garment_colour(self.rng, category),
-                           _LOOKS[category].texture, self.b.u)
+        index = self.c.obj(mask, category, attributes, _garment_colour(self.rng, category), texture, self.b.u)
         return index, mask
 
     def _sleeve_parts(self, index: int, sleeves: Sequence[np.ndarray]) -> None:
@@ -481,16 +515,19 @@ class _FigurePainter:
 
     def bottoms(self, category: int) -> None:
         b, u, rng = self.b, self.b.u, self.rng
-        attrs = _pick_attributes(rng, category)
+        _revision1_nickname_draw(rng, category)
         if category == SKIRT:
             hem_y = b.crotch_y + rng.uniform(0.5, 2.3) * u
             flare = b.half_width(b.hip_y) * rng.uniform(1.15, 1.6) + 0.25 * (hem_y - b.crotch_y)
             w = b.half_width(b.waist_y) * 1.08
             poly = [(b.cx - w, b.waist_y - 0.05 * u), (b.cx + w, b.waist_y - 0.05 * u),
                     (b.cx + flare, hem_y), (b.cx, hem_y + 0.12 * u), (b.cx - flare, hem_y)]
-            self._garment(SKIRT, [poly], attrs)
+            self._garment(SKIRT, [poly], (_hem_length(b, hem_y),))
             return
-        self._garment(category, self._pant_polys(1.0 if category == PANTS else rng.uniform(0.28, 0.45)), attrs)
+        length = 1.0 if category == PANTS else rng.uniform(0.28, 0.45)
+        # Pants are all denim; shorts reaching more than 3/8 of the way to the ankle are near the knee.
+        nickname = "jeans" if category == PANTS else "short (shorts)" if length < 0.375 else "bermuda (shorts)"
+        self._garment(category, self._pant_polys(length), (nickname,))
 
     def _pant_polys(self, length: float) -> List[np.ndarray]:
         b, u = self.b, self.b.u
@@ -515,21 +552,25 @@ class _FigurePainter:
             w = b.half_width(b.waist_y) * 1.06
             skirt = np.array([(b.cx - w, b.waist_y), (b.cx + w, b.waist_y), (b.cx + flare, hem_y),
                               (b.cx, hem_y + 0.15 * u), (b.cx - flare, hem_y)])
-            index, _ = self._garment(DRESS, [torso, skirt, *sleeves])
+            index, _ = self._garment(DRESS, [torso, skirt, *sleeves],
+                                     (_sleeve_length(sleeve_choice), _hem_length(b, hem_y)))
         else:
             torso, neck = _torso_outline(b, b.hip_y, b.half_width(b.hip_y) * 1.08, 0.26 * u,
                                          rng.uniform(0.15, 0.45) * u, shoulder)
-            index, _ = self._garment(JUMPSUIT, [torso, *self._pant_polys(1.0), *sleeves])
+            index, _ = self._garment(JUMPSUIT, [torso, *self._pant_polys(1.0), *sleeves],
+                                     (_sleeve_length(sleeve_choice),))
         self._neckline(index, neck, _garment_colour(rng, category) * 0.55)
         self._sleeve_parts(index, sleeves)
 
     def inner(self, category: int) -> None:
         b, u, rng = self.b, self.b.u, self.rng
-        attrs: Tuple[int, ...] = _pick_attributes(rng, category)
+        _revision1_nickname_draw(rng, category)
+        nicknames: Tuple[str, ...] = ()
         if category == TOP:
-            attrs = (int(rng.choice([_TOP_CLASSIC, _TOP_TANK, _TOP_CROP])),) if rng.random() < 0.6 else ()
-            sleeve = 0.0 if _TOP_TANK in attrs else 0.35
-            hem_y = b.waist_y - 0.2 * u if _TOP_CROP in attrs else b.waist_y + rng.uniform(0.2, 0.5) * u
+            kind = int(rng.choice([_TOP_CLASSIC, _TOP_TANK, _TOP_CROP])) if rng.random() < 0.6 else _TOP_CLASSIC
+            nicknames = (ATTRIBUTES[kind]["name"],)
+            sleeve = 0.0 if kind == _TOP_TANK else 0.35
+            hem_y = b.waist_y - 0.2 * u if kind == _TOP_CROP else b.waist_y + rng.uniform(0.2, 0.5) * u
             neck_half, depth = 0.25 * u, rng.uniform(0.15, 0.35) * u
         elif category == SHIRT:
             sleeve = 0.92 if rng.random() < 0.7 else 0.35
@@ -539,7 +580,7 @@ class _FigurePainter:
         sleeves = _sleeves(b, sleeve, 1.05 if category == SWEATER else 1.0) if sleeve else []
         shoulder = (0.88 if sleeves else 0.62) * u * b.build
         torso, neck = _torso_outline(b, hem_y, b.half_width(hem_y) * 1.1, neck_half, depth, shoulder)
-        index, mask = self._garment(category, [torso, *sleeves], attrs)
+        index, mask = self._garment(category, [torso, *sleeves], (*nicknames, _sleeve_length(sleeve)))
         colour = _garment_colour(rng, category)
         if category == SHIRT:  # button placket
             self.c.detail(_polyline(self.shape, [(b.cx, b.shoulder_y + depth), (b.cx, hem_y)], 0.07 * u),
@@ -551,7 +592,7 @@ class _FigurePainter:
 
     def outer(self, category: int, closed: bool) -> None:
         b, u, rng = self.b, self.b.u, self.rng
-        attrs = _pick_attributes(rng, category)
+        _revision1_nickname_draw(rng, category)
         colour = _garment_colour(rng, category)
         shoulder = 0.92 * u * b.build
         if category == CAPE:
@@ -562,14 +603,14 @@ class _FigurePainter:
                     (b.cx, hem_y + 0.25 * u), (b.cx - reach - 0.3 * u, hem_y),
                     (b.cx - shoulder, b.shoulder_y + 0.2 * u)]
             gap = _open_front(b, hem_y, 0.06 * u, 0.35 * u) if rng.random() < 0.5 else None
-            self._garment(CAPE, [poly], attrs, gap)
+            self._garment(CAPE, [poly], (), gap)
             return
         if category == VEST:
             hem_y = b.waist_y + rng.uniform(0.3, 0.7) * u
             torso, _ = _torso_outline(b, hem_y, b.half_width(hem_y) * 1.14, 0.3 * u, 0.0, 0.6 * u * b.build, 1.14)
             v_neck = np.array([(b.cx - 0.3 * u, b.shoulder_y - u), (b.cx + 0.3 * u, b.shoulder_y - u),
                                (b.cx, b.waist_y - rng.uniform(0.0, 0.6) * u)])
-            self._garment(VEST, [torso], attrs, v_neck)
+            self._garment(VEST, [torso], ("sleeveless", "v-neck"), v_neck)
             return
         if category == COAT:
             hem_y = b.knee_y + rng.uniform(-0.2, 0.8) * u
@@ -583,7 +624,12 @@ class _FigurePainter:
         sleeves = _sleeves(b, 0.97, 1.12)  # long enough to hide the sleeves of what is worn under it
         torso, _ = _torso_outline(b, hem_y, hem_half, 0.3 * u, 0.1 * u, shoulder, 1.16)
         gap = None if closed else _open_front(b, hem_y, rng.uniform(0.28, 0.42) * u, rng.uniform(0.25, 0.5) * u)
-        index, mask = self._garment(category, [torso, *sleeves], attrs, gap)
+        attributes = [_sleeve_length(0.97)]
+        if category == COAT:  # buttons drawn below: two rows when closed, one along the edge when open
+            attributes += [_hem_length(b, hem_y), "single breasted" if gap is not None else "double breasted"]
+        elif category == CARDIGAN:
+            attributes.append("single breasted")
+        index, mask = self._garment(category, [torso, *sleeves], attributes, gap)
         if gap is not None:  # lapel / opening trim
             for side in (-1, 1):
                 edge = gap[[0, 3]] if side < 0 else gap[[1, 2]]
@@ -848,10 +894,11 @@ def make_sample_dataset(out_dir: PathLike, num_train: int = DEFAULT_NUM_TRAIN, n
             counts[inst.category_id] = counts.get(inst.category_id, 0) + 1
             encoded = _kaggle_rle(inst.mask)
             if fmt == "2019":
-                rows.append([image_id, encoded, height, width, class_id_string(inst.category_id, inst.attribute_ids)])
+                rows.append([image_id, encoded, height, width,
+                             class_id_string(inst.category_id, inst.attribute_ids(2019))])
             else:
                 rows.append([image_id, encoded, height, width, inst.category_id,
-                             ",".join(str(a) for a in inst.attribute_ids)])
+                             ",".join(str(a) for a in inst.attribute_ids(2020))])
 
     test_ids = [image_ids[i] for i in range(num_train, num_train + num_test)]
     if fmt == "2019":
@@ -862,7 +909,7 @@ def make_sample_dataset(out_dir: PathLike, num_train: int = DEFAULT_NUM_TRAIN, n
         _write_csv(out / "train.csv", ["ImageId", "EncodedPixels", "Height", "Width", "ClassId", "AttributesIds"], rows)
         _write_csv(out / "sample_submission.csv", ["ImageId", "EncodedPixels", "ClassId", "AttributesIds"],
                    [[i, "1 1", "23", ""] for i in test_ids])
-    atomic_write_json(out / "label_descriptions.json", label_descriptions(), indent=2)
+    atomic_write_json(out / "label_descriptions.json", label_descriptions(int(fmt)), indent=2)
 
     for split, names in written.items():  # images left from an earlier generated sample
         for stale in sorted((out / split).glob("*.jpg")):
@@ -891,10 +938,6 @@ MODANET_ID = {SHIRT: 9, TOP: 9, SWEATER: 9, CARDIGAN: 5, JACKET: 5, VEST: 5, COA
 #: Synthetic category -> DeepFashion2 category id (labels.DEEPFASHION2_CATEGORIES); DeepFashion2 has clothes only.
 DEEPFASHION2_ID = {SHIRT: 2, TOP: 1, SWEATER: 2, CARDIGAN: 4, JACKET: 4, COAT: 4, VEST: 5, PANTS: 8, SHORTS: 7,
                    SKIRT: 9, DRESS: 10}
-#: Fashionpedia's attribute ids are not consecutive: the sample's attribute ``a`` is written as id 3a + 1.
-def fashionpedia_attribute_id(attribute: int) -> int:
-    """Attribute id in the Fashionpedia sample of the iMaterialist attribute ``attribute``."""
-    return 3 * int(attribute) + 1
 
 
 #: Label-map sample: a human-parsing-style class list (pixel value = index), with its colours.
@@ -950,7 +993,7 @@ def make_format_sample(out_dir: PathLike, fmt: str, num_train: int = DEFAULT_NUM
 
     * ``fashionpedia``: ``train/``, ``test/`` (the val images, as Fashionpedia ships them) and
       ``instances_attributes_{train,val}2020.json``: 46 categories, polygons and compressed RLE mixed in one
-      file, attribute ids not consecutive (:func:`fashionpedia_attribute_id`), some annotations without
+      file, Fashionpedia's 294 attributes (ids 0-340, not consecutive), some annotations without
       ``bbox``, image ids not consecutive;
     * ``modanet``: ``images/`` and ``modanet2018_instances_{train,val}.json``: 13 categories, polygons only,
       objects split into several polygons, and degenerate ones (fewer than 3 points, or no area) as in the real
@@ -1040,7 +1083,7 @@ class _CocoWriter:
             if not segmentation:
                 return None
             entry = {"category_id": inst.category_id, "segmentation": segmentation, "area": int(inst.mask.sum()),
-                     "iscrowd": 0, "attribute_ids": [fashionpedia_attribute_id(a) for a in inst.attribute_ids]}
+                     "iscrowd": 0, "attribute_ids": list(inst.attribute_ids(2020))}
             if number % 4 != 1:  # some Fashionpedia annotations have no bbox
                 entry["bbox"] = _mask_box(inst.mask)
             return entry
@@ -1142,8 +1185,7 @@ class _LabelMapWriter:
 
 
 def _fashionpedia_writer(out: Path) -> _CocoWriter:
-    attributes = [{"id": fashionpedia_attribute_id(a["id"]), "name": a["name"], "supercategory": a["supercategory"],
-                   "level": a["level"]} for a in label_descriptions()["attributes"]]
+    attributes = [dict(a) for a in ATTRIBUTES_2020]
     categories = [{k: c[k] for k in ("id", "name", "supercategory", "level")} for c in label_descriptions()["categories"]]
     return _CocoWriter(out, "fashionpedia", categories, attributes)
 

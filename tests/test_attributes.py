@@ -295,6 +295,51 @@ def test_2020_submission_of_an_attribute_model_fills_attributes_and_passes_the_c
                                          tmp_path / "bad.csv", fmt="2020", attribute_threshold=1.5, progress=False)
 
 
+def test_tta_ensembles_and_tuned_postprocess_keep_attributes_and_tune_their_threshold(data_root, attribute_run,
+                                                                                     tmp_path, caplog):
+    """tune_postprocess.py on an attribute model (two checkpoints, flipped passes) writes the attribute threshold of
+    the best Fashionpedia AP, and write_submission.py --postprocess fills AttributesIds with it."""
+    import shutil
+
+    from gluon_fashion.convert import convert_imaterialist
+    from gluon_fashion.postprocess import (PostprocessFile, PostprocessSettings, Tta, checkpoint_sha1,
+                                           read_postprocess, tune_postprocess, write_postprocess)
+    from gluon_fashion.predict import write_submission_from_checkpoint
+    from gluon_fashion.submission import check_submission
+
+    root = tmp_path / "sample"
+    shutil.copytree(data_root, root, ignore=shutil.ignore_patterns("annotations", "val"))
+    convert_imaterialist(root, val_num=2, num_workers=1, progress=False)  # tuning needs two val images
+    weights = [attribute_run + "_best.params", attribute_run + "_0000.params"]
+    report = tune_postprocess(weights, root, tmp_path / "tuned.json", tta=Tta(flip=True), progress=False,
+                              echo=lambda _: None)
+    record = read_postprocess(tmp_path / "tuned.json")
+    assert record.settings.attribute_threshold == record.scores["attributes"]["written"]
+    assert set(record.scores["attributes"]["held_out_half"]) == {"default", "tuned"}
+    assert "Fashionpedia AP" in report.table
+    # An untrained model's tuned settings may keep no detection; these keep every one.
+    write_postprocess(tmp_path / "pp.json", PostprocessFile(
+        PostprocessSettings(score_threshold=0.0, attribute_threshold=0.3), Tta(flip=True),
+        [{"path": w, "sha1": checkpoint_sha1(w)} for w in weights]))
+    tuned = 0.3
+
+    sample = _sample_2020(root, tmp_path / "sample_2020.csv")
+    common = dict(fmt="2020", postprocess=tmp_path / "pp.json", tta=Tta(flip=True), progress=False)
+    with caplog.at_level("INFO"):
+        default = write_submission_from_checkpoint(weights, root / "test", sample, tmp_path / "default.csv", **common)
+    assert f"attribute threshold {tuned:.2f}, tuned in" in caplog.text
+    explicit = write_submission_from_checkpoint(weights, root / "test", sample, tmp_path / "explicit.csv",
+                                                attribute_threshold=tuned, **common)
+    every = write_submission_from_checkpoint(weights, root / "test", sample, tmp_path / "every.csv",
+                                             attribute_threshold=0.0, **common)
+    assert default.violations == explicit.violations == every.violations == []
+    assert check_submission(tmp_path / "default.csv", sample_csv=sample) == []
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / "explicit.csv").read_text()
+    ids = {str(a["id"]) for a in load_mask_rcnn(weights[0], hybridize=False)[1]["attributes"]}
+    rows = [r for r in _rows(tmp_path / "every.csv") if r[1] != "1 1"]
+    assert rows and all(set(r[3].split(",")) == ids for r in rows)  # merged passes still carry every attribute
+
+
 def test_checkpoint_without_attributes_still_loads_and_predicts(data_root, tmp_path):
     from gluon_fashion.predict import predict_to_folder
 

@@ -62,6 +62,30 @@ def test_a_flipped_duplicate_merges_into_one_with_the_masks_averaged():
     np.testing.assert_allclose(merged.masks[0], (mask_a + mask_b) / 2, atol=1e-5)
 
 
+def test_attribute_probabilities_merge_score_weighted_and_reach_the_instances():
+    size, ids = (100, 200), (36, 156, 317)
+    first = detections_from_outputs(np.array([0, 1]), np.array([0.8, 0.7], np.float32),
+                                    np.array([[10.0, 5.0, 30.0, 40.0], [100.0, 50, 150, 90]]),
+                                    np.full((2, M, M), 0.9, np.float32), size, size, category_ids=[7, 8],
+                                    attributes=np.array([[0.9, 0.1, 0.6], [0.2, 0.2, 0.2]]), attribute_ids=ids)
+    second = detections_from_outputs(np.array([0]), np.array([0.2], np.float32), np.array([[10.0, 5.0, 30.0, 40.0]]),
+                                     np.full((1, M, M), 0.9, np.float32), size, size, category_ids=[7],
+                                     attributes=np.array([[0.4, 0.6, 0.1]]), attribute_ids=ids)
+    merged = merge_passes([first, second])
+    assert merged.attribute_ids == ids and merged.category_ids.tolist() == [7, 8]
+    np.testing.assert_allclose(merged.attributes[0], (0.8 * np.array([0.9, 0.1, 0.6]) + 0.2 * np.array([0.4, 0.6, 0.1]))
+                               / 1.0, atol=1e-6)
+    np.testing.assert_allclose(merged.attributes[1], [0.2, 0.2, 0.2], atol=1e-6)
+    instances = apply_postprocess(merged, PostprocessSettings(score_threshold=0.0), size)
+    assert instances[0].attributes == pytest.approx({36: 0.8, 156: 0.2, 317: 0.5})
+    assert to_coco_results(1, instances[:1])[0]["attribute_ids"] == [36, 317]
+    # A pass without attributes (a model trained without --attributes) leaves the merge without any.
+    bare = detections_from_outputs(np.array([0]), np.array([0.5], np.float32), np.array([[10.0, 5.0, 30.0, 40.0]]),
+                                   np.full((1, M, M), 0.9, np.float32), size, size, category_ids=[7])
+    assert merge_passes([first, bare]).attributes is None
+    assert apply_postprocess(bare, PostprocessSettings(score_threshold=0.0), size)[0].attributes is None
+
+
 def test_masks_of_shifted_boxes_are_averaged_in_the_merged_box():
     """Two passes box the same square object slightly differently; the merged mask is the mean of both
     soft masks resampled into the merged box, so a uniform object stays uniform inside both boxes."""
@@ -180,6 +204,36 @@ def test_the_search_finds_the_known_best_settings():
     assert found.score == pytest.approx(1.0, abs=0.05)  # every garment found, nothing else kept
 
 
+def test_the_attribute_threshold_tuned_under_the_settings_separates_true_from_false_attributes():
+    """Each garment's own detections give its attributes probability 0.62-0.8 and the others 0.35-0.55: the tuned
+    threshold lies between (0.55 on the grid), and beats the default 0.5 on the held-out half."""
+    from gluon_fashion.postprocess import _tune_attribute_threshold, split_halves
+
+    gt, detections = _crafted()
+    rng = np.random.RandomState(1)
+    ids = (10, 20, 30)
+    for ann in gt.dataset["annotations"]:
+        ann["attribute_ids"] = sorted(int(a) for a in rng.choice(ids, size=rng.randint(1, 3), replace=False))
+    for image_id, det in detections.items():
+        probabilities = rng.uniform(0.35, 0.55, (len(det), len(ids)))
+        for ann in (a for a in gt.dataset["annotations"] if a["image_id"] == image_id):
+            x, y, w, h = ann["bbox"]
+            own = ((det.category_ids == ann["category_id"]) & (det.boxes[:, 0] < x + w / 2) & (det.boxes[:, 2] > x + w / 2)
+                   & (det.boxes[:, 1] < y + h / 2) & (det.boxes[:, 3] > y + h / 2))
+            for j, a in enumerate(ids):
+                if a in ann["attribute_ids"]:
+                    probabilities[own, j] = rng.uniform(0.62, 0.8, own.sum())
+        det.attributes, det.attribute_ids = probabilities.astype(np.float32), ids
+    cache = MetricCache(detections, coco_from_dict(gt.dataset))
+    settings = PostprocessSettings(score_threshold=0.65, mask_threshold=0.6, nms_iou=0.45, min_mask_area=25)
+    assert cache.score(settings) == pytest.approx(1.0)  # the settings keep exactly the garments
+    found = _tune_attribute_threshold(cache, settings, settings, *split_halves(len(cache.image_ids)))
+    # Every grid point in [0.55, 0.62] separates them; ties go to the lowest.
+    assert found["tuning_half_threshold"] == found["written"] == pytest.approx(0.55)
+    held = found["held_out_half"]
+    assert held["tuned"] > held["default"] and found["all_val"]["tuned"] > found["all_val"]["default"]
+
+
 def test_the_fast_metric_equals_kaggle_evaluate_on_the_written_results():
     gt, detections = _crafted(num_images=6, seed=3)
     cache = MetricCache(detections, gt)
@@ -237,7 +291,8 @@ def test_apply_postprocess_honours_each_setting():
 # ------------------------------------------------------------------------------------------ the file
 def test_postprocess_file_round_trip(tmp_path):
     settings = PostprocessSettings(score_threshold=0.45, mask_threshold=0.4, max_detections=30, nms_iou=0.3,
-                                   cross_class_nms_iou=0.8, min_mask_area=25, class_score_thresholds={3: 0.6})
+                                   cross_class_nms_iou=0.8, min_mask_area=25, class_score_thresholds={3: 0.6},
+                                   attribute_threshold=0.35)
     record = PostprocessFile(settings, Tta(True, (600, 800)), [{"path": "a.params", "sha1": "ab" * 20}],
                              scores={"held_out_half": {"default": {"kaggle_score": 0.2}}}, search={"rounds": 3})
     path = tmp_path / "postprocess.json"
@@ -293,6 +348,11 @@ def test_checkpoints_of_different_class_sets_are_refused_naming_both():
     assert "a.params" in text and "c.params" in text and "[1]" in text and "[6]" in text
     with pytest.raises(UserError, match="segmentation checkpoint"):
         check_ensemble([("s.params", {"task": "segmentation", "classes": {}})], Tta(flip=True))
+    with_attributes = dict(first, attributes=[{"id": 36, "name": "jeans"}])
+    check_ensemble([("a.params", with_attributes), ("b.params", dict(same, attributes=[{"id": 36}]))], Tta())
+    with pytest.raises(UserError, match="different attributes") as info:
+        check_ensemble([("a.params", with_attributes), ("b.params", same)], Tta())
+    assert "a.params" in str(info.value) and "b.params" in str(info.value)
 
 
 # --------------------------------------------------------------------------- tools on real checkpoints

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gluon_fashion import synthetic
+from gluon_fashion import labels, synthetic
 from gluon_fashion.errors import UserError
 from gluon_fashion.images import image_size, read_rgb
 from gluon_fashion.labels import MAIN_APPAREL_IDS, NUM_ATTRIBUTES, NUM_CATEGORIES, label_descriptions
@@ -157,6 +157,9 @@ def test_2020_format(tmp_path):
     assert all((out / "train" / f"{i}.jpg").is_file() for i in df.ImageId.unique())
     assert all(re.fullmatch(r"\d+", c) for c in df.ClassId)
     assert all(re.fullmatch(r"(\d+(,\d+)*)?", a) for a in df.AttributesIds)
+    assert json.loads((out / "label_descriptions.json").read_text()) == label_descriptions(2020)
+    used = {int(a) for text in df.AttributesIds if text for a in text.split(",")}
+    assert max(used) > 300 and used <= {a["id"] for a in labels.ATTRIBUTES_2020}  # patterns have ids 317-340
     assert (df.AttributesIds != "").any() and (df.AttributesIds == "").any()
     for row in df.itertuples():
         parse_kaggle_rle(row.EncodedPixels, int(row.Height), int(row.Width))
@@ -201,6 +204,86 @@ def test_render_image_returns_image_and_visible_masks():
     assert image.shape == (240, 360, 3) and image.dtype == np.uint8
     assert instances and all(i.mask.shape == (240, 360) and i.mask.dtype == bool and i.mask.any() for i in instances)
     assert any(i.category_id in MAIN_APPAREL_IDS for i in instances)
+
+
+def _rendered_instances(count: int):
+    for index in range(count):
+        rng = np.random.default_rng([0, 2, index])
+        height, width = synthetic._image_size(rng, 200, 400)
+        yield synthetic.render_image(rng, height, width)[1]
+
+
+SLEEVE_LENGTHS = {"sleeveless", "short (length)", "wrist-length"}
+HEM_LENGTHS = ("mini (length)", "knee (length)", "midi")
+
+
+def test_attributes_name_what_is_drawn():
+    """Every garment names one pattern and, if it has sleeves, their length; none of a sleeveless garment's sleeve
+    parts exist; only garments carry attributes; the 2019 ids are the names the 2019 list has (nicknames)."""
+    patterns = {a["name"] for a in labels.ATTRIBUTES_2020 if a["supercategory"] == "textile pattern"}
+    sleeved = {synthetic.SHIRT, synthetic.TOP, synthetic.SWEATER, synthetic.CARDIGAN, synthetic.JACKET, synthetic.VEST,
+               synthetic.COAT, synthetic.DRESS, synthetic.JUMPSUIT}  # a vest says it is sleeveless
+    seen = set()
+    for instances in _rendered_instances(40):
+        sleeves = [i.mask for i in instances if i.category_id == synthetic.SLEEVE]
+        for garment in instances:
+            names = set(garment.attributes)
+            seen |= names
+            assert set(garment.attribute_ids(2019)) == {a["id"] for a in labels.ATTRIBUTES if a["name"] in names}
+            if garment.category_id not in MAIN_APPAREL_IDS:
+                assert not names
+                continue
+            assert len(names & patterns) == 1, names
+            assert len(names & SLEEVE_LENGTHS) == (garment.category_id in sleeved), names
+            if "sleeveless" in names:
+                assert not [m for m in sleeves if not (m & ~garment.mask).any()]  # parts lie inside their garment
+    assert SLEEVE_LENGTHS | set(HEM_LENGTHS) | {"stripe", "dot", "check", "plain (pattern)"} <= seen
+
+
+def _painted(category: int, seed: int):
+    """One figure wearing ``category`` on a plain canvas: (body, the garment's instance, its sleeve parts)."""
+    rng = np.random.default_rng([seed, 99])
+    canvas = synthetic._Canvas(np.full((480, 320, 3), 128, np.float32), rng)
+    body = synthetic._Body(rng, 160, 20, 440)
+    painter = synthetic._FigurePainter(canvas, body)
+    if category in (synthetic.DRESS, synthetic.JUMPSUIT):
+        painter.whole(category)
+    elif category in (synthetic.SHIRT, synthetic.TOP):
+        painter.inner(category)
+    elif category == synthetic.COAT:
+        painter.outer(category, closed=False)
+    else:
+        painter.bottoms(category)
+    instances = canvas.instances()
+    (garment,) = [i for i in instances if i.category_id == category]
+    return body, garment, [i.mask for i in instances if i.category_id == synthetic.SLEEVE]
+
+
+@pytest.mark.parametrize("category", ["SKIRT", "DRESS", "COAT"])
+def test_hem_length_attribute_matches_where_the_hem_falls(category):
+    tolerance = 0.2  # head heights: the hem's lowest point hangs a little below the hem line
+    found = set()
+    for seed in range(30):
+        body, garment, _ = _painted(getattr(synthetic, category), seed)
+        (length,) = set(garment.attributes).intersection(HEM_LENGTHS)
+        found.add(length)
+        above_knee = (body.knee_y - np.nonzero(garment.mask.any(axis=1))[0][-1]) / body.u
+        low, high = {"mini (length)": (0.35, 9), "knee (length)": (-0.35, 0.35), "midi": (-9, -0.35)}[length]
+        assert low - tolerance < above_knee <= high + 0.02, (length, above_knee)
+    assert len(found) >= 2
+
+
+@pytest.mark.parametrize("category", ["SHIRT", "TOP", "DRESS", "JUMPSUIT"])
+def test_sleeve_length_attribute_matches_the_sleeves(category):
+    reach = {"sleeveless": [], "short (length)": [], "wrist-length": []}
+    for seed in range(30):
+        body, garment, sleeves = _painted(getattr(synthetic, category), seed)
+        (length,) = set(garment.attributes) & SLEEVE_LENGTHS
+        rows = [np.nonzero(m.any(axis=1))[0] for m in sleeves]
+        reach[length].append(max((r[-1] - r[0] for r in rows), default=0) / body.u)
+    assert all(r == 0 for r in reach["sleeveless"])
+    assert all(0 < r < 1.3 for r in reach["short (length)"]) and all(r > 1.8 for r in reach["wrist-length"]), reach
+    assert sum(bool(r) for r in reach.values()) >= 2
 
 
 def test_cli_writes_sample_and_refuses_to_overwrite(tmp_path):

@@ -41,9 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Mask R-CNN mask probability above which a pixel is inside (default: 0.5)")
     p.add_argument("--max-detections", type=int, default=None,
                    help="per image, before overlap removal (default: 100)")
-    p.add_argument("--attribute-threshold", type=float, default=0.5,
+    p.add_argument("--attribute-threshold", type=float, default=None,
                    help="a checkpoint with attributes (train_mask_rcnn.py --attributes): the 2020 AttributesIds of "
-                        "an instance are its attributes of probability at least this")
+                        "an instance are its attributes of probability at least this (default: the one "
+                        "tools/tune_postprocess.py tuned, in --postprocess, else 0.5)")
     add_inference_flags(p)
     p.add_argument("--gpus", default="", help="GPU ids such as 0 or 0,1 (default: empty = CPU)")
     p.add_argument("--allow-missing", action="store_true",
