@@ -167,7 +167,7 @@ def bench_train(args) -> None:
                      "--epochs", "1", "--cpu-contexts", str(contexts), "--batch-size", str(contexts),
                      "--lr", "0.005", "--lr-warmup", "0", "-j", "1", "--val-max-images", "1",
                      "--log-interval", "1"] + SMALL_BUDGET + (["--use-fpn"] if fpn else [])
-            flags += ["--attributes"] if args.attributes else []
+            flags += ["--attributes", "--attribute-loss-weight", str(args.attribute_loss_weight)] if args.attributes else []
             train(build_parser().parse_args(flags))
             prefix = str(next(out.glob("*_metrics.jsonl")))[: -len("_metrics.jsonl")]
             name = f"mask_rcnn_{'fpn_' if fpn else ''}{network}"
@@ -191,7 +191,7 @@ def bench_convergence(args) -> None:
              "--rcnn-num-sample", str(args.rcnn_num_sample), "--rcnn-pos-ratio", str(args.rcnn_pos_ratio),
              "--rpn-test-pre-nms", "600", "--rpn-test-post-nms", "100", "--seed", str(args.seed)]
     flags += ["--use-fpn"] if args.use_fpn else []
-    flags += ["--attributes"] if args.attributes else []
+    flags += ["--attributes", "--attribute-loss-weight", str(args.attribute_loss_weight)] if args.attributes else []
     flags += ["--pretrained-weights", args.pretrained_weights] if args.pretrained_weights else ["--no-pretrained"]
     started, started_wall = time.perf_counter(), time.time()
     result = train(build_parser().parse_args(flags))
@@ -226,6 +226,8 @@ def main() -> int:
     parser.add_argument("--use-fpn", action="store_true", help="convergence: FPN variant")
     parser.add_argument("--attributes", action="store_true",
                         help="train, convergence: with the attribute head (train_mask_rcnn.py --attributes)")
+    parser.add_argument("--attribute-loss-weight", type=float, default=1.0,
+                        help="convergence: the trainer's --attribute-loss-weight (with --attributes)")
     parser.add_argument("--format", choices=("2019", "2020"), default="2019",
                         help="convergence: the sample's Kaggle layout (2020 has the attributes worth learning)")
     parser.add_argument("--epochs", type=int, default=11, help="convergence: epochs")

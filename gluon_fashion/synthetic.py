@@ -495,7 +495,9 @@ class _FigurePainter:
                  minus: Optional[np.ndarray] = None) -> Tuple[int, np.ndarray]:
         """Paint a garment in its category's look; its attributes are ``attributes`` plus the look's pattern."""
         texture = _LOOKS[category].texture
-        attributes = (*attributes, _PATTERN_OF_TEXTURE.get(texture, _PLAIN), *(("pleat",) if texture == "pleats" else ()))
+        attributes = (*attributes, _PATTERN_OF_TEXTURE.get(texture, _PLAIN))
+        if texture == "pleats":
+            attributes += ("pleat",)
         mask = np.zeros(self.shape, np.uint8)
         for poly in polys:
             mask |= _polygon(self.shape, poly)

@@ -218,8 +218,9 @@ def test_the_attribute_threshold_tuned_under_the_settings_separates_true_from_fa
         probabilities = rng.uniform(0.35, 0.55, (len(det), len(ids)))
         for ann in (a for a in gt.dataset["annotations"] if a["image_id"] == image_id):
             x, y, w, h = ann["bbox"]
-            own = ((det.category_ids == ann["category_id"]) & (det.boxes[:, 0] < x + w / 2) & (det.boxes[:, 2] > x + w / 2)
-                   & (det.boxes[:, 1] < y + h / 2) & (det.boxes[:, 3] > y + h / 2))
+            cx, cy = x + w / 2, y + h / 2  # the garment's own detections' boxes hold its centre
+            own = ((det.category_ids == ann["category_id"]) & (det.boxes[:, 0] < cx) & (det.boxes[:, 2] > cx)
+                   & (det.boxes[:, 1] < cy) & (det.boxes[:, 3] > cy))
             for j, a in enumerate(ids):
                 if a in ann["attribute_ids"]:
                     probabilities[own, j] = rng.uniform(0.62, 0.8, own.sum())
