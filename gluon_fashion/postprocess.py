@@ -38,6 +38,7 @@ its attribute threshold tuned on the Fashionpedia AP (``evaluation.attributes``)
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -657,6 +658,7 @@ class MetricCache:
         self._stats: Dict[float, _MaskStats] = {}
         self._keep: Dict[Tuple, np.ndarray] = {}
         self._matching: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}
+        self._results: Dict[Tuple, List[Dict]] = {}
         self.mask_seconds = 0.0
 
     def __len__(self) -> int:
@@ -755,14 +757,21 @@ class MetricCache:
 
     def results(self, settings: PostprocessSettings, images: Optional[Sequence[int]] = None) -> List[Dict]:
         """COCO results (each on its GT image's grid) of ``settings`` on the cached images (or ``images``,
-        indices), for ``evaluate_coco``/``kaggle_evaluate``."""
+        indices), for ``evaluate_coco``/``kaggle_evaluate``. The last few are kept: the tuner scores the same
+        settings' results for the mask metrics and again for the attribute threshold."""
         from .models.mask_rcnn import to_coco_results
 
-        out: List[Dict] = []
-        for k in (range(len(self.image_ids)) if images is None else images):
-            image_id = self.image_ids[k]
-            out += to_coco_results(image_id, apply_postprocess(self.dets[k], settings, self._grids[image_id]))
-        return out
+        chosen = None if images is None else tuple(int(k) for k in images)
+        key = (json.dumps(settings.as_dict(), sort_keys=True), chosen)
+        if key not in self._results:
+            out: List[Dict] = []
+            for k in (range(len(self.image_ids)) if images is None else images):
+                image_id = self.image_ids[k]
+                out += to_coco_results(image_id, apply_postprocess(self.dets[k], settings, self._grids[image_id]))
+            self._results[key] = out
+            if len(self._results) > 4:  # bounded memory: the masks of a whole val set per entry
+                self._results.pop(next(iter(self._results)))
+        return copy.deepcopy(self._results[key])  # callers (pycocotools' loadRes) add keys to the entries
 
     def ground_truth(self, images: Optional[Sequence[int]] = None):
         """The ground truth restricted to the cached images (or ``images``, indices)."""
